@@ -1,0 +1,64 @@
+"""Typed errors the library raises; the CLI turns each into one clean line and an exit code."""
+from __future__ import annotations
+
+
+class MemeIndexError(Exception):
+    """Base of every error memeindex raises on purpose. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class NotAnImage(MemeIndexError):
+    """The file is not a decodable image (empty, truncated, text, unknown format)."""
+
+
+class ImageTooLarge(MemeIndexError):
+    """The image has more pixels than the hard cap; decoding it would be a memory bomb."""
+
+
+class NoFace(MemeIndexError):
+    """The query image holds no face."""
+
+    exit_code = 2
+
+
+class ModelMissing(MemeIndexError):
+    """A model file is not on disk; the message names the command that fetches it."""
+
+    exit_code = 3
+
+
+class ModelChecksumMismatch(MemeIndexError):
+    """A model file's sha256 differs from the pinned one."""
+
+    exit_code = 3
+
+
+class FetchFailed(MemeIndexError):
+    """Every route to fetch a model failed (offline, say)."""
+
+    exit_code = 3
+
+
+class IndexMissing(MemeIndexError):
+    """No index at the given directory: build one first."""
+
+    exit_code = 4
+
+
+class IndexMismatch(MemeIndexError):
+    """The index was built with another model or schema: rebuild it."""
+
+    exit_code = 4
+
+
+class BuildLocked(MemeIndexError):
+    """Another build holds the index lock."""
+
+    exit_code = 5
+
+
+class RootMissing(MemeIndexError):
+    """The image root is missing or empty; refusing to wipe the index."""
+
+    exit_code = 6

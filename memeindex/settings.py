@@ -1,0 +1,55 @@
+"""One Settings object: every path, threshold and model choice, each overridable by a MEMEINDEX_* variable."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The checkout's top folder when run from a clone (editable install); models/ lives there.
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_models_dir() -> Path:
+    if (_REPO_ROOT / "setup.cfg").exists():
+        return _REPO_ROOT / "models"
+    return Path.home() / ".cache" / "memeindex" / "models"
+
+
+def _env(name: str, default, cast=str):
+    raw = os.environ.get(f"MEMEINDEX_{name}")
+    return default if raw in (None, "") else cast(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path = field(default_factory=_default_models_dir)
+    index_dir: Path = Path("indexes/default")
+    embedder: str = "auto"  # "auto" = the learned model when present, else the blendshape baseline
+    workers: int = max(1, os.cpu_count() or 1)
+    max_pixels: int = 4_000_000  # frames are downscaled to this before detection
+    hard_max_pixels: int = 250_000_000  # beyond this a file is refused unread (decompression bomb)
+    max_frames: int = 3  # frames sampled from an animated GIF/WebP
+    max_faces: int = 8  # faces kept per frame, largest first
+    min_face_score: float = 0.5
+    min_face_px: int = 12  # a face box smaller than this (pixels) cannot be described
+    second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
+    weak_distance: float = 0.6  # matches farther than this are labelled weak
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        """Defaults, then MEMEINDEX_* variables, then explicit overrides (None means 'not given')."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            cast = type(default)
+            if cast is bool:
+                cast = lambda s: s.strip().lower() in ("1", "true", "yes", "on")  # noqa: E731
+            elif isinstance(default, Path):
+                cast = Path
+            values[f.name] = _env(f.name.upper(), default, cast)
+        # MEMEINDEX_MODELS and MEMEINDEX_INDEX are the short names users type.
+        values["models_dir"] = _env("MODELS", values["models_dir"], Path)
+        values["index_dir"] = _env("INDEX", values["index_dir"], Path)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
