@@ -1,17 +1,27 @@
 """FaceDetector: every face of an RGB frame with its box, detector score, 478 landmarks and 52 blendshapes.
 
-Memes are hard for a detector made for selfies: small faces in multi-panel strips, and close-ups where the face
-fills the frame. So detection runs in cheap passes of the bundle's own BlazeFace detector (full frame; then, only
-when that finds nothing, a padded frame for close-ups and overlapping tiles for small faces), duplicates are
-merged, and the landmarker then runs once per face on a square crop around it, where it sees the face at the
-scale it was trained on. A box the landmarker cannot confirm is dropped, which keeps false faces rare.
+Memes are hard for a detector made for selfies: small faces in multi-panel strips, close-ups where the face fills
+the frame, wide canvases whose faces shrink in the detector's 128x128 letterbox. So the three models of the
+Face Landmarker bundle (BlazeFace short-range detector, 478-point face mesh, blendshapes) run here directly on
+LiteRT, with our own crops, instead of through the mediapipe task graph:
+
+1. the detector sees the whole frame (one 128x128 inference, as the plain Face Landmarker does);
+2. when that finds nothing, or the frame is so wide or tall that the letterbox shrinks its faces, a second pass
+   runs the detector over a few overlapping square tiles (small faces, panels of a strip) and, when still
+   nothing, over the frame padded with grey (close-ups); boxes of all passes are merged (weighted NMS);
+3. the face mesh runs once per box on a 256x256 crop rotated upright by the eye keypoints, exactly as the task
+   graph does, and its face-presence score confirms the box: a box it does not confirm is dropped, which keeps
+   false faces on text and scenery rare. The blendshapes model then reads the mesh.
+
+Running the models directly costs no second detector run per face (the task graph re-detects inside every crop)
+and lets every pass feed the detector a 128x128 tensor made with one cheap affine warp from an image pyramid.
 """
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -20,8 +30,29 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-CROP_SIDE = 256  # the landmarker looks at 192x192 crops; 256 keeps detail without wasted resizing
-DETECT_SIDE = 384  # regions are shrunk to this long side before the 128x128 detector sees them
+DETECT_SIDE = 128  # BlazeFace short-range input
+MESH_SIDE = 256  # face mesh input
+ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
+NMS_IOU = 0.3  # detector boxes overlapping more than this are one face (face_detector_graph)
+MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
+WIDE = 1.6  # long/short side ratio past which faces shrink in the letterbox: tiles run even after a hit
+# Tile levels of the second pass: (tile side / short side, only when long side >= this x short side).
+TILE_LEVELS = ((1.0, 1.3), (0.6, 0.0))
+TILE_OVERLAP = 0.2
+SECOND_PASS_SCORE = 0.6  # detector score needed in the second pass (the full frame keeps settings.min_face_score)
+PAD_FRACTION = 0.3  # close-up pass: grey border of this fraction of the long side on each side
+PAD_GREY = 127
+CROP_SIDE = MESH_SIDE  # kept for callers of the previous version
+
+# face_blendshapes_graph.cc: the 146 mesh points the blendshapes model reads, in pixels of the frame.
+BLENDSHAPE_INPUT = np.array([
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78,
+    80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148, 149, 150, 152,
+    153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191, 195, 197, 234, 246,
+    249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312,
+    314, 317, 318, 321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381,
+    382, 384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
+    473, 474, 475, 476, 477])
 
 
 @dataclass
@@ -55,56 +86,107 @@ def merge_boxes(boxes: list[tuple[tuple, float]], threshold: float = 0.3) -> lis
     return kept
 
 
+def _starts(length: int, side: int, count: int) -> list[int]:
+    if count <= 1 or length <= side:
+        return [max(0, (length - side) // 2)]
+    return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+
 def tiles(width: int, height: int, max_tiles: int = 24) -> list[tuple[int, int, int, int]]:
-    """Overlapping square tiles at two zoom levels: one panel of a strip, then a quarter of the short side."""
-    short = min(width, height)
-    out = []
-    for side in (short, short // 2):
-        if side < 64 or (side == short and max(width, height) < 1.3 * short):
-            continue  # too small to hold a face, or the same as the full frame
-        stride = max(side // 2, 1)
-        xs = list(range(0, max(width - side, 0) + 1, stride)) or [0]
-        ys = list(range(0, max(height - side, 0) + 1, stride)) or [0]
-        if xs[-1] + side < width:
-            xs.append(width - side)
-        if ys[-1] + side < height:
-            ys.append(height - side)
-        level = [(x, y, x + side, y + side) for y in ys for x in xs]
+    """Overlapping square tiles (x0, y0, x1, y1) for the second detector pass, coarse level first.
+
+    Level 1: squares of the short side along the long one (the panels of a strip; skipped for near-square
+    frames, where it is the full frame again). Level 2: squares of 0.6x the short side, overlapping by a fifth,
+    so a face that fills 15% of a quarter of the frame reaches the detector at ~40 px. At most `max_tiles`.
+    """
+    short, long_ = min(width, height), max(width, height)
+    out: list[tuple[int, int, int, int]] = []
+    for frac, min_ratio in TILE_LEVELS:
+        side = int(short * frac)
+        if side < 48 or long_ < min_ratio * short:
+            continue
+        step = (1 - TILE_OVERLAP) * side
+        nx = 1 if width <= side else math.ceil((width - side) / step) + 1
+        ny = 1 if height <= side else math.ceil((height - side) / step) + 1
+        level = [(x, y, x + side, y + side) for y in _starts(height, side, ny) for x in _starts(width, side, nx)]
         if len(out) + len(level) > max_tiles:
             break
         out += level
     return out
 
 
-class FaceDetector:
-    """Faces of RGB frames. Not picklable (native graph): make one per process, close it or use `with`."""
+def _ssd_anchors() -> np.ndarray:
+    """The 896 anchor centres of BlazeFace short-range (strides 8, 16, 16, 16; 2 anchors a cell), in 0..1."""
+    rows = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        n = DETECT_SIDE // stride
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        rows.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(rows).astype(np.float32)
 
-    def __init__(self, settings: Settings | None = None):
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -100.0, 100.0)))
+
+
+class _Pyramid:
+    """The frame and its halvings, made on demand: every crop is one affine warp from the level just above it."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.levels = [(rgb, 1.0)]
+
+    def level(self, scale: float) -> tuple[np.ndarray, float]:
+        """The smallest level at least `scale` times the frame (so the warp shrinks by at most 2x)."""
+        import cv2
+
+        while self.levels[-1][1] / 2 >= scale:
+            img, s = self.levels[-1]
+            h, w = img.shape[:2]
+            if min(h, w) < 4:
+                break
+            even = img[: h // 2 * 2, : w // 2 * 2]  # exact halving: OpenCV's fast INTER_AREA path
+            self.levels.append((cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA), s / 2))
+        for img, s in reversed(self.levels):
+            if s >= scale:
+                return img, s
+        return self.levels[0]
+
+    def warp(self, m: np.ndarray, side: int, border, value=0) -> np.ndarray:
+        """`side`x`side` crop of the frame whose frame->crop affine map is `m` (2x3)."""
+        import cv2
+
+        f = math.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
+        img, s = self.level(f)
+        ms = m.copy()
+        ms[:, :2] /= s  # level pixels -> crop pixels
+        return cv2.warpAffine(img, ms, (side, side), flags=cv2.INTER_LINEAR, borderMode=border,
+                              borderValue=(value, value, value))
+
+
+class FaceDetector:
+    """Faces of RGB frames. Not picklable (native interpreters): make one per process, close it or use `with`."""
+
+    def __init__(self, settings: Settings | None = None, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
 
         self.settings = settings or Settings.from_env()
         task = model_path(FACE_LANDMARKER, self.settings.models_dir)
-        with zipfile.ZipFile(task) as bundle:  # the bundle's own detector, run alone for its cheap passes
-            detector_bytes = bundle.read("face_detector.tflite")
-        self._mp = mp
-        self._detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_buffer=detector_bytes),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=self.settings.min_face_score))
-        self._landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(task)),
-            running_mode=vision.RunningMode.IMAGE,
-            num_faces=2, min_face_detection_confidence=0.3,
-            output_face_blendshapes=True))
+        with zipfile.ZipFile(task) as bundle:
+            models = {name: bundle.read(name) for name in
+                      ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")}
+        self._nets = {}
+        for key, name in (("detector", "face_detector.tflite"), ("mesh", "face_landmarks_detector.tflite"),
+                          ("shapes", "face_blendshapes.tflite")):
+            net = Interpreter(model_content=models[name], num_threads=num_threads)
+            net.allocate_tensors()
+            outs = {tuple(d["shape"]): d["index"] for d in net.get_output_details()}
+            self._nets[key] = (net, net.get_input_details()[0]["index"], outs)
+        self._anchors = _ssd_anchors()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def close(self) -> None:
-        for attr in ("_detector", "_landmarker"):
-            task = getattr(self, attr, None)
-            if task is not None:
-                task.close()
-                setattr(self, attr, None)
+        self._nets = {}
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -112,81 +194,157 @@ class FaceDetector:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- passes ----------------------------------------------------------------------------------------
-    def _image(self, rgb: np.ndarray):
-        return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+    def _run(self, key: str, tensor: np.ndarray) -> dict:
+        if not self._nets:
+            raise RuntimeError("FaceDetector is closed")
+        net, inp, outs = self._nets[key]
+        net.set_tensor(inp, tensor)
+        net.invoke()
+        return {shape: net.get_tensor(index) for shape, index in outs.items()}
 
-    def _detect_region(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[tuple[tuple, float]]:
+    # -- detector passes -------------------------------------------------------------------------------
+    def _detect_region(self, pyr: _Pyramid, x0: float, y0: float, x1: float, y1: float, value: int = 0,
+                       min_score: float | None = None):
+        """Detections in the frame region (x0, y0, x1, y1), letterboxed into 128x128; it may reach past the
+        frame (the outside is `value` grey). Returns [(box, score, 6x2 keypoints)] in frame pixels."""
         import cv2
 
-        h, w = rgb.shape[:2]
-        f = min(1.0, DETECT_SIDE / max(h, w))
-        small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) \
-            if f < 1.0 else rgb
-        out = []
-        for det in self._detector.detect(self._image(small)).detections:
-            b = det.bounding_box
-            box = (x0 + b.origin_x / f, y0 + b.origin_y / f,
-                   x0 + (b.origin_x + b.width) / f, y0 + (b.origin_y + b.height) / f)
-            out.append((box, float(det.categories[0].score)))
-        return out
+        f = DETECT_SIDE / max(x1 - x0, y1 - y0)
+        ox = (DETECT_SIDE - f * (x1 - x0)) / 2 - f * x0
+        oy = (DETECT_SIDE - f * (y1 - y0)) / 2 - f * y0
+        m = np.array([[f, 0, ox], [0, f, oy]], dtype=np.float64)
+        crop = pyr.warp(m, DETECT_SIDE, cv2.BORDER_CONSTANT, value)
+        tensor = (crop.astype(np.float32) * (2 / 255.0) - 1.0)[None]
+        out = self._run("detector", tensor)
+        reg = out[(1, 896, 16)][0]
+        scores = _sigmoid(out[(1, 896, 1)][0, :, 0])
+        keep = np.nonzero(scores >= (self.settings.min_face_score if min_score is None else min_score))[0]
+        if keep.size == 0:
+            return []
+        reg = reg[keep]
+        anchors = self._anchors[keep] * DETECT_SIDE
+        cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
+        boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
+        kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        dets = []
+        for box, score, kp in _weighted_nms(scores[keep], boxes, kps):
+            box = ((box[0] - ox) / f, (box[1] - oy) / f, (box[2] - ox) / f, (box[3] - oy) / f)
+            kp = (kp - (ox, oy)) / f
+            dets.append((box, score, kp))
+        return dets
 
-    def _second_pass(self, rgb: np.ndarray) -> list[tuple[tuple, float]]:
+    def _passes(self, rgb: np.ndarray, pyr: _Pyramid):
         h, w = rgb.shape[:2]
-        pad = max(h, w) // 3  # a close-up face becomes a face in a frame
-        padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), constant_values=127)
-        found = self._detect_region(padded, -pad, -pad)
-        for x0, y0, x1, y1 in tiles(w, h):
-            found += self._detect_region(rgb[y0:y1, x0:x1], x0, y0)
+        found = self._detect_region(pyr, 0, 0, w, h)
+        if not self.settings.second_pass:
+            return found
+        strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
+        if not found:  # a close-up? Padded, the face becomes a face in a frame
+            pad = PAD_FRACTION * max(w, h)
+            found = self._detect_region(pyr, -pad, -pad, w + pad, h + pad, PAD_GREY, strict)
+            if found:
+                return found
+        if not found or max(w, h) >= WIDE * min(w, h):  # small faces, or faces the letterbox shrank
+            for x0, y0, x1, y1 in tiles(w, h):
+                found += self._detect_region(pyr, x0, y0, x1, y1, min_score=strict)
         return found
 
-    def boxes(self, rgb: np.ndarray) -> list[tuple[tuple, float]]:
-        found = self._detect_region(rgb)
-        if not found and self.settings.second_pass:
-            found = self._second_pass(rgb)
+    def _merged(self, rgb: np.ndarray, pyr: _Pyramid):
         h, w = rgb.shape[:2]
-        clipped = [((max(0.0, b[0]), max(0.0, b[1]), min(float(w), b[2]), min(float(h), b[3])), s) for b, s in found]
-        return [(b, s) for b, s in merge_boxes(clipped)
-                if min(b[2] - b[0], b[3] - b[1]) >= self.settings.min_face_px]
+        dets = self._passes(rgb, pyr)
+        if len(dets) > 1:
+            dets = _weighted_nms(np.array([d[1] for d in dets]), np.array([d[0] for d in dets]),
+                                 np.array([d[2] for d in dets]))
+        out = []
+        for box, score, kp in dets:
+            box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+            if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_face_px:
+                out.append((tuple(float(v) for v in box), float(score), kp))
+        return out
 
-    # -- landmarks -------------------------------------------------------------------------------------
-    def _describe(self, rgb: np.ndarray, box: tuple, score: float) -> Face | None:
+    def boxes(self, rgb: np.ndarray) -> list[tuple[tuple, float]]:
+        """Detector boxes (x0, y0, x1, y1) and scores of every pass, merged, before the mesh confirms them."""
+        return [(box, score) for box, score, _ in self._merged(rgb, _Pyramid(rgb))]
+
+    # -- mesh and blendshapes --------------------------------------------------------------------------
+    def _describe(self, pyr: _Pyramid, box: tuple, score: float, kp: np.ndarray) -> Face | None:
         import cv2
 
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        side = 2.2 * max(box[2] - box[0], box[3] - box[1])
-        # Affine crop: out-of-frame parts come back grey, so faces at the edge keep their place in the crop.
-        f = CROP_SIDE / side
-        m = np.array([[f, 0, CROP_SIDE / 2 - f * cx], [0, f, CROP_SIDE / 2 - f * cy]], dtype=np.float32)
-        crop = cv2.warpAffine(rgb, m, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(127, 127, 127))
-        result = self._landmarker.detect(self._image(crop))
-        if not result.face_landmarks:
+        # Upright crop: the eye keypoints (0, 1) level, as the task graph's DetectionsToRects does.
+        angle = math.atan2(kp[1, 1] - kp[0, 1], kp[1, 0] - kp[0, 0])
+        side = ROI_SCALE * max(box[2] - box[0], box[3] - box[1])
+        c, s = math.cos(angle), math.sin(angle)
+        # crop -> frame: p = centre + side/MESH_SIDE * R(angle) (u - MESH_SIDE/2)
+        k = side / MESH_SIDE
+        to_frame = np.array([[k * c, -k * s, cx - k * (c - s) * MESH_SIDE / 2],
+                             [k * s, k * c, cy - k * (s + c) * MESH_SIDE / 2]], dtype=np.float64)
+        to_crop = cv2.invertAffineTransform(to_frame)
+        crop = pyr.warp(to_crop, MESH_SIDE, cv2.BORDER_REPLICATE)
+        out = self._run("mesh", (crop.astype(np.float32) * (1 / 255.0))[None])
+        presence = float(_sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
+        if presence < MIN_PRESENCE:
             return None
-        # The crop may show a neighbour's face too: take the face nearest the centre.
-        best = min(range(len(result.face_landmarks)),
-                   key=lambda i: (result.face_landmarks[i][1].x - 0.5) ** 2 + (result.face_landmarks[i][1].y - 0.5) ** 2)
-        pts = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[best]], dtype=np.float32) * CROP_SIDE
-        pts[:, 0] = (pts[:, 0] - m[0, 2]) / f
-        pts[:, 1] = (pts[:, 1] - m[1, 2]) / f
-        pts[:, 2] = pts[:, 2] / f
-        lx0, ly0 = pts[:, :2].min(axis=0)
-        lx1, ly1 = pts[:, :2].max(axis=0)
-        if iou(box, (lx0, ly0, lx1, ly1)) < 0.2:
-            return None  # the landmarker found some other face, not the one the detector boxed
-        shapes = np.array([c.score for c in result.face_blendshapes[best]], dtype=np.float32)
-        return Face(box=tuple(float(v) for v in box), score=score, landmarks=pts, blendshapes=shapes)
+        mesh = out[(1, 1, 1, 1434)].reshape(478, 3).astype(np.float64)
+        pts = np.empty((478, 3), dtype=np.float32)
+        pts[:, :2] = mesh[:, :2] @ to_frame[:, :2].T + to_frame[:, 2]
+        pts[:, 2] = mesh[:, 2] * k
+        shapes = self._run("shapes", pts[BLENDSHAPE_INPUT, :2][None].astype(np.float32))
+        return Face(box=box, score=score, landmarks=pts,
+                    blendshapes=np.asarray(next(iter(shapes.values())), dtype=np.float32).ravel())
 
     def detect(self, rgb: np.ndarray, frame: int = 0) -> list[Face]:
         """Faces of one RGB uint8 frame, largest first, at most settings.max_faces."""
-        faces = []
-        for box, score in self.boxes(rgb):
-            face = self._describe(rgb, box, score)
-            if face is not None:
-                face.frame = frame
-                faces.append(face)
+        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+        pyr = _Pyramid(rgb)
+        faces: list[Face] = []
+        for box, score, kp in sorted(self._merged(rgb, pyr), key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1])):
+            face = self._describe(pyr, box, score, kp)
+            if face is None:
+                continue
+            if any(_same_face(face.landmarks, other.landmarks) for other in faces):
+                continue  # two boxes of one face (a tile and the full frame, a face and a part of it): kept once
+            face.frame = frame
+            faces.append(face)
         faces.sort(key=lambda fc: -fc.area)
         return faces[: self.settings.max_faces]
+
+
+def _mesh_box(pts: np.ndarray) -> tuple[float, float, float, float]:
+    lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two meshes of one face: their boxes overlap (IoU > 0.5) or one lies mostly inside the other."""
+    ba, bb = _mesh_box(a), _mesh_box(b)
+    ix = max(0.0, min(ba[2], bb[2]) - max(ba[0], bb[0]))
+    iy = max(0.0, min(ba[3], bb[3]) - max(ba[1], bb[1]))
+    smaller = min((ba[2] - ba[0]) * (ba[3] - ba[1]), (bb[2] - bb[0]) * (bb[3] - bb[1]))
+    return iou(ba, bb) > 0.5 or (smaller > 0 and ix * iy / smaller > 0.6)
+
+
+def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray):
+    """MediaPipe's WEIGHTED non-max suppression: each cluster of overlapping boxes becomes their score-weighted
+    mean (box and keypoints), scored by its best member."""
+    order = np.argsort(-scores)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    out = []
+    while order.size:
+        best = order[0]
+        ix = np.clip(np.minimum(boxes[best, 2], boxes[order, 2]) - np.maximum(boxes[best, 0], boxes[order, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[best, 3], boxes[order, 3]) - np.maximum(boxes[best, 1], boxes[order, 1]), 0, None)
+        inter = ix * iy
+        overlap = inter / np.maximum(areas[best] + areas[order] - inter, 1e-9)
+        cluster, order = order[overlap > NMS_IOU], order[overlap <= NMS_IOU]
+        if cluster.size == 0:
+            cluster = np.array([best])
+        wts = scores[cluster][:, None]
+        box = (boxes[cluster] * wts).sum(0) / wts.sum()
+        kp = (np.asarray(kps)[cluster] * wts[:, :, None]).sum(0) / wts.sum()
+        out.append((float(scores[best]), tuple(box), kp))
+    return [(tuple(b), s, k) for s, b, k in out]
 
 
 def blendshape_names() -> list[str]:

@@ -1,0 +1,179 @@
+"""The `memeindex` command: each command is one library call; library errors become one clean line + exit code."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import MemeIndexError
+from .settings import Settings
+
+INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_INDEX",
+                     default="indexes/default", show_default=True, help="Index folder.")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines on stderr that do not tear the progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if verbose == 0 else "%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], handlers=[handler])
+    if verbose < 2:
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MemeIndexError as exc:
+            click.echo(f"memeindex: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("memeindex: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv for debug).")
+@click.version_option(package_name="memeindex")
+def main(verbose: int) -> None:
+    """Make a face, find the meme: index the faces of a meme folder by expression, then search it."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("images_dir", type=click.Path(path_type=Path))
+@INDEX
+@click.option("--rebuild", is_flag=True, help="Re-analyze every file (after a model change).")
+@click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", help="Worker processes (default: all cores).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@JSON
+def build(images_dir, index_dir, rebuild, workers, progress, as_json):
+    """Index the faces of every image under IMAGES_DIR (incremental)."""
+    from .indexer import build as run_build
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    summary = run_build(images_dir, index_dir, Settings.from_env(), rebuild=rebuild, workers=workers,
+                        progress=progress)
+    click.echo(json.dumps(summary.__dict__) if as_json else summary.line())
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", type=click.IntRange(1, 100), default=3, show_default=True, help="Memes to return.")
+@click.option("--face", type=int, default=None, help="Which query face (0 = largest).")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Also write a contact sheet (PNG/JPEG).")
+@INDEX
+@JSON
+def query(image, k, face, sheet, index_dir, as_json):
+    """The memes whose faces make the expression of the face in IMAGE (a photo or a video)."""
+    from .quiet import native_stderr_filtered
+    from .video import is_video
+
+    settings = Settings.from_env()
+    if is_video(image):
+        from .video import format_segments, query_video
+
+        with native_stderr_filtered():
+            segments = query_video(image, index_dir, k=k, settings=settings)
+        click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_segments(segments))
+        return
+    from .search import Searcher
+
+    with native_stderr_filtered():
+        searcher = Searcher(index_dir, settings)
+        try:
+            result = searcher.search(image, k=k, face=face)
+            if sheet:
+                from .sheet import write_sheet
+
+                write_sheet(result, image, searcher, sheet)
+        finally:
+            searcher.close()
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _table(result))
+
+
+def _table(result) -> str:
+    f = result.query_face
+    lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
+             f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
+             f"{'#':>2}  {'score':>6}  {'dist':>5}  meme"]
+    for i, m in enumerate(result.matches, 1):
+        weak = "  (weak match)" if m.weak else ""
+        lines.append(f"{i:>2}  {m.similarity * 100:5.1f}%  {m.distance:5.3f}  {m.path}{weak}")
+    if not result.matches:
+        lines.append("    (the index holds no faces)")
+    return "\n".join(lines)
+
+
+@main.command()
+@INDEX
+@JSON
+def info(index_dir, as_json):
+    """What an index holds."""
+    from .status import index_info
+
+    facts = index_info(index_dir)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        for key, value in facts.items():
+            click.echo(f"{key:>14}: {value}")
+
+
+@main.group()
+def models():
+    """Model files: fetch and check them."""
+
+
+@models.command("fetch")
+@click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS",
+              help="Where models live (default: models/ of the checkout).")
+@click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds per network attempt.")
+def models_fetch(models_dir, timeout):
+    """Fetch every pinned model, verifying its sha256."""
+    from .models import fetch_all
+
+    for path in fetch_all(models_dir or Settings.from_env().models_dir, timeout=timeout):
+        click.echo(f"ok {path}")
+
+
+@main.command("eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--embedder", "embedders", multiple=True, help="Model to score (repeatable; default: baseline + learned).")
+@JSON
+def evaluate_cmd(dataset_dir, embedders, as_json):
+    """Score expression embedders on a labelled set (DATASET_DIR/index.csv)."""
+    from .evaluate import evaluate, format_report
+    from .quiet import native_stderr_filtered
+
+    with native_stderr_filtered():
+        result = evaluate(dataset_dir, models=list(embedders) or None, progress=False)
+    click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
+@main.command()
+@INDEX
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMEINDEX_HOST")
+@click.option("--port", type=int, default=8000, show_default=True, envvar="MEMEINDEX_PORT")
+def serve(index_dir, host, port):
+    """Serve the search API and the live webcam page."""
+    from .server import serve as run_server
+
+    run_server(index_dir, host, port, Settings.from_env())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,33 @@
+"""Keep MediaPipe's native log lines out of the CLI's stderr while keeping everything else.
+
+Its C++ code writes to file descriptor 2 directly and no environment variable silences it, so fd 2 is pointed
+at a temp file for the duration and only the lines that are not native logs are replayed afterwards.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+
+NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before|"
+                        r"WARNING: Logging before InitGoogle|Failed to get)")
+
+
+@contextmanager
+def native_stderr_filtered():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not NATIVE_LOG.match(line):
+                    print(line, file=sys.stderr)

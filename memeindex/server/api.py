@@ -1,0 +1,109 @@
+"""The JSON API: search an uploaded face, serve indexed files (by id only) and their thumbnails, health."""
+from __future__ import annotations
+
+import logging
+import mimetypes
+import time
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+
+from ..errors import ImageTooLarge, NoFace, NotAnImage
+from .thumbs import MAX_SIZE, MIN_SIZE
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+IMMUTABLE = {"Cache-Control": "public, max-age=86400, immutable", "X-Content-Type-Options": "nosniff"}
+
+
+def _box(box) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+def _parse_k(raw: str | None, max_k: int) -> int:
+    if raw is None or raw == "":
+        return 3
+    try:
+        k = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"k must be a whole number from 1 to {max_k}, not {raw[:20]!r}") from None
+    if not 1 <= k <= max_k:
+        raise HTTPException(400, f"k must be from 1 to {max_k}, not {k}")
+    return k
+
+
+@router.post("/api/search", summary="Top-k memes making the expression of the largest face in the image")
+async def search(request: Request, image: UploadFile = File(..., description="a photo with a face (JPEG, PNG, ...)"),
+                 k: str | None = Form(None, description="how many memes (1 to MEMEINDEX_MAX_K, default 3)")):
+    service = request.app.state.service
+    k = _parse_k(k, service.max_k)
+    data = await image.read(service.max_upload_bytes + 1)
+    if len(data) > service.max_upload_bytes:
+        raise HTTPException(413, f"upload too large: the limit is {service.max_upload_bytes:,} bytes")
+    if not data:
+        raise HTTPException(400, "the image field is empty")
+    started = time.perf_counter()
+    try:
+        result = await service.search(data, k)
+    except NotAnImage as exc:
+        raise HTTPException(415, f"not an image: {exc}") from None
+    except ImageTooLarge as exc:
+        raise HTTPException(413, f"image too large: {exc}") from None
+    except NoFace:
+        raise HTTPException(422, "no face found in the image: try a closer, well-lit, front-facing photo") from None
+    face = result.query_face
+    return {
+        "model_id": result.model_id,
+        "took_ms": round((time.perf_counter() - started) * 1000, 1),
+        "query": {"box": _box(face.box), "face_index": result.face_index,
+                  "faces": [{"box": _box(f.box), "score": round(float(f.score), 3)} for f in result.faces]},
+        "matches": [{
+            "id": m.meme_id, "name": m.name, "path": m.path,
+            "distance": round(float(m.distance), 4), "similarity": round(float(m.similarity), 4),
+            "weak": bool(m.weak), "box": _box(m.box), "frame": int(m.frame),
+            "image_url": f"/api/memes/{m.meme_id}", "thumb_url": f"/api/memes/{m.meme_id}/thumb",
+        } for m in result.matches],
+    }
+
+
+def _file(request: Request, meme_id: str):
+    path = request.app.state.service.image_file(meme_id)
+    if path is None:
+        raise HTTPException(404, "no such meme")
+    return path
+
+
+@router.get("/api/memes/{meme_id}", summary="The indexed image file of a meme, by id only",
+            response_class=FileResponse)
+def meme_file(request: Request, meme_id: str):
+    path = _file(request, meme_id)
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if not media_type.startswith("image/") or media_type == "image/svg+xml":
+        media_type = "application/octet-stream"
+    return FileResponse(path, media_type=media_type, headers=IMMUTABLE, content_disposition_type="inline")
+
+
+@router.get("/api/memes/{meme_id}/thumb", summary="A JPEG thumbnail of a meme (cached in memory)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def meme_thumb(request: Request, meme_id: str,
+               size: str = Query("256", description=f"longest side in pixels, {MIN_SIZE} to {MAX_SIZE}")):
+    try:
+        side = int(size)
+    except ValueError:
+        side = -1
+    if not MIN_SIZE <= side <= MAX_SIZE:
+        raise HTTPException(400, f"size must be a whole number from {MIN_SIZE} to {MAX_SIZE}")
+    path = _file(request, meme_id)
+    try:
+        data = request.app.state.thumbs.get(path, side)
+    except Exception as exc:  # the indexed file changed or broke since the build
+        log.warning("thumbnail of %s failed: %s", path, exc)
+        raise HTTPException(404, "this meme's file can no longer be read") from None
+    return Response(data, media_type="image/jpeg", headers=IMMUTABLE)
+
+
+@router.get("/health", summary="Liveness plus the loaded index's facts")
+def health(request: Request):
+    service = request.app.state.service
+    return {"status": "ok", "searches": service.searches, "max_upload_bytes": service.max_upload_bytes,
+            "index": service.info()}

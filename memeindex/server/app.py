@@ -1,0 +1,62 @@
+"""The FastAPI app: API routes, the live page at /, plain static files, and 4xx (never 500) for bad input."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from .api import router
+from .limits import UploadLimit
+from .service import SearchService, env_number
+from .thumbs import ThumbnailCache
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                "Permissions-Policy": "camera=(self)", "Referrer-Policy": "no-referrer"}
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+    if error.get("type") == "missing":
+        return f"missing field: {where} (send the photo as multipart/form-data field 'image')"
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid request"))
+
+
+def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) -> FastAPI:
+    service = SearchService(index_dir, settings, searcher=searcher, reload_interval=reload_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        watcher = asyncio.create_task(service.watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            service.close()
+
+    app = FastAPI(title="memeindex", version=__version__, lifespan=lifespan,
+                  description="Make a face, find the meme. Upload a face to /api/search; the live page is at /.")
+    app.state.service = service
+    app.state.thumbs = ThumbnailCache(env_number("THUMB_CACHE_BYTES", 64 * 1024 * 1024))
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": "; ".join(_describe(e) for e in exc.errors()) or "invalid request"},
+                            status_code=400)
+
+    app.add_middleware(UploadLimit, max_bytes=service.max_upload_bytes)
+    return app

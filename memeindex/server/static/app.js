@@ -1,0 +1,222 @@
+// memeindex live page: camera frames -> /api/search a few times a second -> top 3 memes, smoothed.
+// Plain script, no build step. Camera access (getUserMedia) needs localhost or HTTPS.
+"use strict";
+
+const INTERVAL_MS = 300;    // at most ~3 frames a second, and never more than one request in flight
+const ASK_K = 8;            // candidates per frame; the page shows the SHOW best after smoothing
+const SHOW = 3;
+const ALPHA = 0.35;         // weight of the newest frame in the running score
+const HYSTERESIS = 0.015;   // a shown meme keeps its place unless a newcomer beats it by this much
+const MAX_SIDE = 640;       // camera frames are shrunk to this before upload
+const UPLOAD_SIDE = 1280;   // and uploaded photos to this
+
+const $ = (id) => document.getElementById(id);
+const video = $("video"), still = $("still"), overlay = $("overlay"), statusLine = $("status");
+const tiles = $("tiles"), empty = $("empty"), liveButton = $("live"), fileInput = $("file");
+
+const state = { mode: "idle", busy: false, stream: null, scores: new Map(), shown: [], searches: 0 };
+
+function setStatus(text, isError = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error", isError);
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  document.body.dataset.mode = mode;
+  video.hidden = mode !== "camera";
+  still.hidden = mode !== "file";
+  liveButton.hidden = !(mode === "file" && state.stream);
+}
+
+// -- camera ------------------------------------------------------------------------------------------
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("No camera here: the browser allows it only on localhost or HTTPS. Upload a photo instead.", true);
+    return;
+  }
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: "user", width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+  } catch (err) {
+    setStatus(`Camera unavailable (${err.name || err}). Upload a photo or drop one here instead.`, true);
+    return;
+  }
+  video.srcObject = state.stream;
+  await video.play().catch(() => {});
+  resetScores();
+  setMode("camera");
+  setStatus("Make a face!");
+}
+
+function grabFrame() {
+  const w = video.videoWidth, h = video.videoHeight;
+  if (!w || !h) return null;
+  const scale = Math.min(1, MAX_SIDE / Math.max(w, h));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(w * scale);
+  canvas.height = Math.round(h * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return canvas;
+}
+
+async function tick() {
+  const started = performance.now();
+  if (state.mode === "camera" && !state.busy && !document.hidden && video.readyState >= 2) {
+    const canvas = grabFrame();
+    if (canvas) await search(canvas, ASK_K, true);
+  }
+  setTimeout(tick, Math.max(0, INTERVAL_MS - (performance.now() - started)));
+}
+
+// -- searching ---------------------------------------------------------------------------------------
+function toBlob(canvas) {
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+}
+
+async function search(canvas, k, live) {
+  state.busy = true;
+  try {
+    const form = new FormData();
+    form.append("image", await toBlob(canvas), "frame.jpg");
+    form.append("k", String(k));
+    const response = await fetch("/api/search", { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (live && state.mode !== "camera") return;  // the user switched to a photo meanwhile
+    if (!response.ok) {
+      drawBox(null, canvas);
+      if (live) decay();
+      const noFace = response.status === 422;
+      setStatus(noFace ? "No face in view: come closer, face the light." : (body.detail || `Error ${response.status}`),
+                !noFace);
+      return;
+    }
+    state.searches += 1;
+    document.body.dataset.searches = String(state.searches);
+    drawBox(body.query.box, canvas);
+    if (live) {
+      smooth(body.matches);
+    } else {
+      resetScores();
+      render(body.matches.slice(0, SHOW).map((m) => ({ ...m, score: m.similarity })));
+    }
+    setStatus(live ? `Matching live · ${Math.round(body.took_ms)} ms` : "Best matches for your photo:");
+  } catch (err) {
+    setStatus(`Cannot reach the server (${err.message || err}).`, true);
+  } finally {
+    state.busy = false;
+  }
+}
+
+// Running score per meme: an exponential average of its similarity over frames. A meme missing from a
+// frame's candidates counts as that frame's worst candidate, so nothing jumps in or out on one frame.
+function smooth(matches) {
+  if (!matches.length) return;
+  const floor = matches[matches.length - 1].similarity;
+  const seen = new Set(), first = state.scores.size === 0;  // the first frame is taken as it is
+  for (const m of matches) {
+    const entry = state.scores.get(m.id);
+    const prev = entry ? entry.score : (first ? m.similarity : floor);
+    state.scores.set(m.id, { ...m, score: prev + ALPHA * (m.similarity - prev) });
+    seen.add(m.id);
+  }
+  for (const [id, entry] of state.scores) {
+    if (!seen.has(id)) entry.score += ALPHA * (Math.min(floor, entry.score) - entry.score);
+    if (entry.score < floor - 0.3) state.scores.delete(id);
+  }
+  const bonus = (id) => (state.shown.includes(id) ? HYSTERESIS : 0);
+  const ranked = [...state.scores.values()].sort((a, b) => (b.score + bonus(b.id)) - (a.score + bonus(a.id)));
+  render(ranked.slice(0, SHOW));
+}
+
+function decay() {
+  for (const entry of state.scores.values()) entry.score *= 0.98;
+}
+
+function resetScores() {
+  state.scores.clear();
+  state.shown = [];
+}
+
+// -- drawing -----------------------------------------------------------------------------------------
+function tile(m) {
+  const li = document.createElement("li");
+  li.className = "tile";
+  li.dataset.id = m.id;
+  li.innerHTML = '<a target="_blank" rel="noopener"><img alt="" loading="eager"></a>' +
+    '<div><div class="name"></div><div class="score"></div><div class="distance"></div>' +
+    '<div class="bar"><i></i></div></div>';
+  li.querySelector("a").href = m.image_url;
+  li.querySelector("img").src = `${m.thumb_url}?size=256`;
+  li.querySelector("img").alt = m.name;
+  li.querySelector(".name").textContent = m.name;
+  return li;
+}
+
+function render(list) {
+  const byId = new Map([...tiles.children].map((li) => [li.dataset.id, li]));
+  const keep = list.map((m) => {
+    const li = byId.get(m.id) || tile(m);
+    const pct = Math.max(0, Math.min(100, Math.round(m.score * 100)));
+    li.querySelector(".score").textContent = `${pct}%`;
+    li.querySelector(".distance").textContent = `distance ${m.distance.toFixed(3)}`;
+    li.querySelector(".bar i").style.width = `${pct}%`;
+    li.classList.toggle("weak", Boolean(m.weak));
+    li.title = `${m.path} · similarity ${m.score.toFixed(3)}`;
+    return li;
+  });
+  keep.forEach((li, i) => { if (tiles.children[i] !== li) tiles.insertBefore(li, tiles.children[i] || null); });
+  while (tiles.children.length > keep.length) tiles.lastChild.remove();
+  state.shown = list.map((m) => m.id);
+  empty.hidden = list.length > 0;
+}
+
+function drawBox(box, source) {
+  overlay.width = source.width;
+  overlay.height = source.height;
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  if (!box) return;
+  ctx.lineWidth = Math.max(2, source.width / 160);
+  ctx.strokeStyle = "#ffcc33";
+  ctx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
+}
+
+// -- photos: upload and drag-and-drop ----------------------------------------------------------------
+async function searchFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) { setStatus(`${file.name} is not an image.`, true); return; }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch (err) {
+    setStatus(`Cannot read ${file.name} as an image.`, true);
+    return;
+  }
+  const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  still.src = canvas.toDataURL("image/jpeg", 0.9);
+  setMode("file");
+  setStatus("Searching…");
+  while (state.busy) await new Promise((r) => setTimeout(r, 50));
+  await search(canvas, SHOW, false);
+}
+
+fileInput.addEventListener("change", () => { searchFile(fileInput.files[0]); fileInput.value = ""; });
+liveButton.addEventListener("click", () => { resetScores(); setMode("camera"); setStatus("Make a face!"); });
+let dragDepth = 0;
+window.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth += 1; document.body.classList.add("dragging"); });
+window.addEventListener("dragleave", () => { dragDepth = Math.max(0, dragDepth - 1); if (!dragDepth) document.body.classList.remove("dragging"); });
+window.addEventListener("dragover", (e) => e.preventDefault());
+window.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  document.body.classList.remove("dragging");
+  searchFile(e.dataTransfer && e.dataTransfer.files[0]);
+});
+
+startCamera();
+tick();

@@ -1,0 +1,117 @@
+"""Contact sheets: the query with its face boxed, then the top-k memes with the matched face outlined and the
+distance under each. `memeindex query face.jpg --sheet out.png`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MemeIndexError
+from .images import decode
+
+log = logging.getLogger(__name__)
+
+QUERY_COLOUR, MATCH_COLOUR, WEAK_COLOUR, OTHER_COLOUR = (39, 174, 96), (255, 140, 0), (150, 150, 160), (190, 190, 190)
+PAD, CAPTION, COLUMNS = 14, 52, 6
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def _picture(source, frame: int = 0):
+    """(PIL RGB image, scale from file pixels to its pixels) of a path, bytes or RGB array; None if unreadable."""
+    from PIL import Image
+
+    if source is None:
+        return None
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(np.ascontiguousarray(source[..., :3], dtype=np.uint8)), 1.0
+    try:
+        frames = decode(source, max_frames=8)
+    except (MemeIndexError, OSError) as exc:
+        log.warning("contact sheet: cannot read %s: %s", source if not isinstance(source, bytes) else "bytes", exc)
+        return None
+    chosen = next((f for f in frames if f.index == frame), frames[0])
+    return Image.fromarray(chosen.rgb), chosen.scale
+
+
+def _fit(draw_on, picture, cell: int, x: int, y: int, boxes):
+    """Paste `picture` (image, scale) fitted into the cell at x, y and outline each (box, colour, width)."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(draw_on)
+    if picture is None:
+        draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(235, 235, 238))
+        draw.text((x + cell // 2, y + cell // 2), "file missing", fill=(120, 120, 130), font=_font(16), anchor="mm")
+        return
+    img, scale = picture
+    f = min(cell / img.width, cell / img.height)
+    shown = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.LANCZOS)
+    ox, oy = x + (cell - shown.width) // 2, y + (cell - shown.height) // 2
+    draw_on.paste(shown, (ox, oy))
+    for box, colour, width in boxes:
+        x0, y0, x1, y1 = (v * scale * f for v in box)
+        draw.rectangle((ox + x0, oy + y0, ox + x1, oy + y1), outline=colour, width=width)
+
+
+def _caption(draw, x: int, y: int, cell: int, lines):
+    for n, (text, colour, size) in enumerate(lines):
+        font = _font(size)
+        while text and draw.textlength(text, font=font) > cell:
+            text = text[:-2] + "…"
+        draw.text((x, y + 6 + n * 22), text, fill=colour, font=font)
+
+
+def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell: int = 256) -> Path:
+    """Draw `result` (a search.QueryResult for `source`: path, bytes or RGB array) as one picture at out_path.
+
+    `searcher_or_root` finds the meme files: a Searcher (by meme id) or the indexed root folder (by path).
+    The format follows out_path's suffix (.png, .jpg, .webp). Returns out_path.
+    """
+    from PIL import Image, ImageDraw
+
+    out_path = Path(out_path)
+    count = 1 + len(result.matches)
+    columns = min(count, COLUMNS)
+    rows = -(-count // columns)
+    sheet = Image.new("RGB", (PAD + columns * (cell + PAD), PAD + rows * (cell + CAPTION + PAD)), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def origin(n):
+        return PAD + (n % columns) * (cell + PAD), PAD + (n // columns) * (cell + CAPTION + PAD)
+
+    face = result.query_face
+    others = [(f.box, OTHER_COLOUR, 2) for i, f in enumerate(result.faces) if i != result.face_index]
+    x, y = origin(0)
+    _fit(sheet, _picture(source, face.frame), cell, x, y, others + [(face.box, QUERY_COLOUR, 4)])
+    note = f"face {result.face_index + 1} of {len(result.faces)}" if len(result.faces) > 1 else "your face"
+    _caption(draw, x, y + cell, cell, [("query", QUERY_COLOUR, 18), (note, (90, 90, 100), 15)])
+
+    for n, m in enumerate(result.matches, 1):
+        x, y = origin(n)
+        colour = WEAK_COLOUR if m.weak else MATCH_COLOUR
+        _fit(sheet, _picture(_meme_path(searcher_or_root, m), m.frame), cell, x, y, [(m.box, colour, 4)])
+        detail = f"distance {m.distance:.3f}" + ("  (weak)" if m.weak else "")
+        _caption(draw, x, y + cell, cell, [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15)])
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save = sheet if out_path.suffix.lower() not in (".jpg", ".jpeg") else sheet.convert("RGB")
+    save.save(out_path)
+    log.info("wrote contact sheet %s (%d matches)", out_path, len(result.matches))
+    return out_path
+
+
+def _meme_path(searcher_or_root, match) -> Path | None:
+    if hasattr(searcher_or_root, "image_file"):
+        try:
+            return Path(searcher_or_root.image_file(match.meme_id))
+        except KeyError:
+            return None
+    return Path(searcher_or_root) / match.path

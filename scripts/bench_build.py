@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Build throughput (images/s) against the plain Face Landmarker loop over the same images, on 1 and 2 processes.
+
+    .venv/bin/python scripts/bench_build.py [--memes ../shared/data/memes] [--limit N] [--workers 1,2] [--repeat R]
+
+The images are linked (symlinks, never copies) into a temporary folder, so both sides see exactly the same
+files. "plain" is the ceiling: each process creates its own mediapipe FaceLandmarker (num_faces=8, default
+confidences) and runs it on every frame `memeindex.images.decode` gives (the frames the build analyses),
+nothing else. "build" is `memeindex.indexer.build` into a fresh temporary index dir. Both are timed end to end,
+worker start-up and model loading included. A benchmark, not a test: it prints its figures and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SKIP = {".tsv", ".csv", ".md", ".txt", ".json"}
+
+_plain = None  # this process's (mediapipe module, FaceLandmarker, Settings)
+
+
+def meme_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in SKIP
+                  and not p.name.startswith("."))
+
+
+def link_folder(files: list[Path], root: Path, dest: Path) -> Path:
+    for path in files:
+        link = dest / path.relative_to(root)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path.resolve(), link)
+    return dest
+
+
+# -- the plain loop (the ceiling) --------------------------------------------------------------------------------
+def _plain_init(models_dir: str) -> None:
+    global _plain
+    from memeindex.workers import silence_native_stderr
+
+    silence_native_stderr()
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from memeindex.settings import Settings
+
+    settings = Settings.from_env(models_dir=Path(models_dir))
+    landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(Path(models_dir) / "face_landmarker.task")),
+        running_mode=vision.RunningMode.IMAGE, num_faces=8, output_face_blendshapes=True))
+    _plain = (mp, landmarker, settings)
+
+
+def _plain_task(path: str) -> int:
+    from memeindex.errors import MemeIndexError
+    from memeindex.images import decode
+
+    mp, landmarker, s = _plain
+    try:
+        frames = decode(path, max_pixels=s.max_pixels, hard_max_pixels=s.hard_max_pixels, max_frames=s.max_frames)
+    except MemeIndexError:
+        return 0
+    faces = 0
+    for frame in frames:
+        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=frame.rgb))
+        faces += len(result.face_landmarks)
+    return faces
+
+
+def plain_loop(files: list[Path], workers: int, models_dir: Path) -> tuple[float, int]:
+    """(seconds, faces) of the plain landmarker over `files` on `workers` processes, start-up included."""
+    started = time.perf_counter()
+    ctx = multiprocessing.get_context("forkserver")  # as memeindex.workers: fresh processes, no inherited state
+    with ctx.Pool(workers, initializer=_plain_init, initargs=(str(models_dir),)) as pool:
+        chunk = max(1, min(8, len(files) // (workers * 8)))
+        faces = sum(pool.imap_unordered(_plain_task, [str(p) for p in files], chunksize=chunk))
+    return time.perf_counter() - started, faces
+
+
+# -- the build --------------------------------------------------------------------------------------------------
+def build_once(root: Path, workers: int, scratch: Path) -> tuple[float, int, str]:
+    from memeindex.indexer import build
+    from memeindex.settings import Settings
+
+    index_dir = Path(tempfile.mkdtemp(prefix="index-", dir=scratch))
+    try:
+        started = time.perf_counter()
+        summary = build(root, index_dir, settings=Settings.from_env(workers=workers), workers=workers)
+        seconds = time.perf_counter() - started
+        return seconds, summary.faces, summary.model_id
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--memes", type=Path, default=REPO.parent / "shared" / "data" / "memes")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    ap.add_argument("--workers", default="1,2", help="process counts to measure, comma separated")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the median is printed")
+    ap.add_argument("--skip-build", action="store_true", help="measure only the plain loop")
+    args = ap.parse_args(argv)
+
+    from memeindex.settings import Settings
+
+    settings = Settings.from_env()
+    files = meme_files(args.memes)[: args.limit or None]
+    if not files:
+        print(f"no images under {args.memes}", file=sys.stderr)
+        return 1
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    print(f"{len(files)} images under {args.memes}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.1f} at start; median of {args.repeat} run(s); start-up included")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="memeindex-bench-") as scratch:
+        root = link_folder(files, args.memes, Path(scratch) / "memes")
+        for workers in counts:
+            plain = [plain_loop(files, workers, settings.models_dir) for _ in range(args.repeat)]
+            plain_s = statistics.median(s for s, _ in plain)
+            row = {"workers": workers, "plain_s": plain_s, "plain_faces": plain[0][1]}
+            if not args.skip_build:
+                built = [build_once(root, workers, Path(scratch)) for _ in range(args.repeat)]
+                row.update(build_s=statistics.median(s for s, _, _ in built), build_faces=built[0][1],
+                           model_id=built[0][2])
+            rows.append(row)
+            print(f"  measured {workers} process(es): plain {plain_s:.1f}s"
+                  + (f", build {row['build_s']:.1f}s" if "build_s" in row else ""), flush=True)
+
+    n = len(files)
+    print()
+    print(f"{'processes':>9} | {'plain img/s':>11} | {'build img/s':>11} | {'build/plain':>11} | "
+          f"{'plain faces':>11} | {'build faces':>11}")
+    print("-" * 80)
+    for r in rows:
+        plain_ips = n / r["plain_s"]
+        if "build_s" in r:
+            build_ips = n / r["build_s"]
+            print(f"{r['workers']:>9} | {plain_ips:11.1f} | {build_ips:11.1f} | {build_ips / plain_ips:10.2f}x | "
+                  f"{r['plain_faces']:>11} | {r['build_faces']:>11}")
+        else:
+            print(f"{r['workers']:>9} | {plain_ips:11.1f} | {'-':>11} | {'-':>11} | {r['plain_faces']:>11} | {'-':>11}")
+    if len(rows) > 1:
+        base = rows[0]
+        for r in rows[1:]:
+            gain = base["plain_s"] / r["plain_s"]
+            line = f"{r['workers']} vs {base['workers']} process(es): plain x{gain:.2f}"
+            if "build_s" in r:
+                line += f", build x{base['build_s'] / r['build_s']:.2f}"
+            print(line)
+    if rows and "model_id" in rows[0]:
+        print(f"build embedder: {rows[0]['model_id']}; goal: build >= 0.85x plain on each row")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

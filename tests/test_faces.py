@@ -1,0 +1,254 @@
+"""FaceDetector on real photos (matplotlib's grace_hopper.jpg, scikit-image's astronaut) with the real model:
+tiny images, close-ups, two faces on one wide canvas, a strip of small panels, and pictures with no face.
+
+Every variant is made at test time; each box is checked against where the face really is: the box found on the
+original photo, mapped through the same transform (IoU > 0.5).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memeindex.faces import BLENDSHAPE_NAMES, Face, FaceDetector, iou, merge_boxes, tiles
+from memeindex.settings import Settings
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+pytestmark = pytest.mark.skipif(not (MODELS / "face_landmarker.task").is_file(),
+                                reason="models/face_landmarker.task missing: run `memeindex models fetch`")
+
+
+def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
+
+
+def scaled(box, sx, sy=None, dx=0.0, dy=0.0):
+    sy = sx if sy is None else sy
+    return (box[0] * sx + dx, box[1] * sy + dy, box[2] * sx + dx, box[3] * sy + dy)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector(Settings.from_env(models_dir=MODELS)) as det:
+        yield det
+
+
+@pytest.fixture(scope="module")
+def grace():
+    matplotlib = pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    with Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg") as img:
+        return np.asarray(img.convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(data.astronaut()[..., :3])
+
+
+@pytest.fixture(scope="module")
+def grace_box(detector, grace):
+    faces = detector.detect(grace)
+    assert len(faces) == 1
+    return faces[0].box
+
+
+@pytest.fixture(scope="module")
+def astronaut_box(detector, astronaut):
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    return faces[0].box
+
+
+def one_face_at(faces: list[Face], box, min_iou: float = 0.5) -> Face:
+    assert len(faces) == 1, [f.box for f in faces]
+    assert iou(faces[0].box, box) > min_iou, (faces[0].box, box)
+    return faces[0]
+
+
+# -- the originals ---------------------------------------------------------------------------------------------
+def test_grace_hopper_face_where_it_is(detector, grace, grace_box):
+    # Hand-measured: her face spans about x 180-355, y 150-340 of the 512x600 photo.
+    assert iou(grace_box, (180, 150, 355, 340)) > 0.5
+    face = detector.detect(grace, frame=2)[0]
+    assert face.frame == 2 and 0.5 <= face.score <= 1.0
+    assert face.landmarks.shape == (478, 3) and face.landmarks.dtype == np.float32
+    inside = ((face.landmarks[:, 0] >= grace_box[0] - 20) & (face.landmarks[:, 0] <= grace_box[2] + 20)
+              & (face.landmarks[:, 1] >= grace_box[1] - 40) & (face.landmarks[:, 1] <= grace_box[3] + 20))
+    assert inside.mean() > 0.95
+    assert face.blendshapes.shape == (len(BLENDSHAPE_NAMES),) == (52,)
+    assert face.blendshapes.dtype == np.float32
+    assert 0.0 <= face.blendshapes.min() and face.blendshapes.max() <= 1.0
+
+
+def test_astronaut_face_and_smile(detector, astronaut, astronaut_box):
+    # Hand-measured: Eileen Collins' face spans about x 180-270, y 80-180 of the 512x512 picture.
+    assert iou(astronaut_box, (180, 80, 270, 180)) > 0.5
+    face = detector.detect(astronaut)[0]
+    smile = face.blendshapes[[BLENDSHAPE_NAMES.index("mouthSmileLeft"), BLENDSHAPE_NAMES.index("mouthSmileRight")]]
+    assert smile.min() > 0.5  # she smiles broadly: the mesh and blendshapes read the right crop
+
+
+def test_landmarks_match_the_task_api(detector, astronaut):
+    """Our crops feed the bundle's mesh the way the mediapipe task graph does: same landmarks, within a pixel."""
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(MODELS / "face_landmarker.task")),
+                                           running_mode=vision.RunningMode.IMAGE, output_face_blendshapes=True)
+    with vision.FaceLandmarker.create_from_options(options) as task:
+        ref = task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=astronaut))
+    h, w = astronaut.shape[:2]
+    ref_xy = np.array([(p.x * w, p.y * h) for p in ref.face_landmarks[0]])
+    ref_shapes = np.array([c.score for c in ref.face_blendshapes[0]])
+    face = detector.detect(astronaut)[0]
+    assert np.abs(face.landmarks[:, :2] - ref_xy).mean() < 1.0
+    assert np.abs(face.blendshapes - ref_shapes).mean() < 0.05
+
+
+# -- memes' hard cases -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [64, 96])
+def test_tiny_image_of_a_face(detector, grace, grace_box, width):
+    height = round(width * grace.shape[0] / grace.shape[1])
+    small = resize(grace, width, height)
+    s = width / grace.shape[1]
+    one_face_at(detector.detect(small), scaled(grace_box, s))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.1])
+def test_close_up_where_the_face_fills_the_frame(detector, grace, grace_box, margin):
+    x0, y0, x1, y1 = grace_box
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    cx0, cy0, cx1, cy1 = (round(max(0, x0 - mx)), round(max(0, y0 - my)),
+                          round(min(grace.shape[1], x1 + mx)), round(min(grace.shape[0], y1 + my)))
+    crop = np.ascontiguousarray(grace[cy0:cy1, cx0:cx1])
+    big = resize(crop, crop.shape[1] * 3, crop.shape[0] * 3)  # a close-up is big, too
+    for image, s in ((crop, 1.0), (big, 3.0)):
+        # The face is the whole picture: its box is (about) the frame.
+        face = one_face_at(detector.detect(image), scaled((x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0), s), 0.4)
+        assert face.blendshapes.shape == (52,)
+
+
+def test_two_faces_side_by_side_on_a_wide_canvas(detector, grace, astronaut, grace_box, astronaut_box):
+    canvas = np.full((600, 1400, 3), 235, np.uint8)
+    canvas[:, :512] = grace
+    canvas[44:556, 888:1400] = astronaut
+    faces = detector.detect(canvas)
+    assert len(faces) == 2, [f.box for f in faces]
+    expected = [grace_box, scaled(astronaut_box, 1.0, dx=888, dy=44)]
+    for box in expected:  # one row per face, each where it is
+        assert sum(iou(f.box, box) > 0.5 for f in faces) == 1, ([f.box for f in faces], box)
+    assert faces[0].area >= faces[1].area  # largest first
+
+
+def test_small_faces_in_a_four_panel_strip(detector, grace, astronaut, grace_box, astronaut_box):
+    """A 2x2 strip of 300 px panels on a 1200x1200 canvas with captions: each face about 100 px."""
+    import cv2
+
+    canvas = np.full((1200, 1200, 3), 255, np.uint8)
+    expected = []
+    for i, (rgb, box) in enumerate(((grace, grace_box), (astronaut, astronaut_box),
+                                    (astronaut[:, ::-1], None), (grace[:, ::-1], None))):
+        if box is None:  # the mirrored picture: its face box mirrored
+            src = grace_box if rgb.shape[0] == grace.shape[0] else astronaut_box
+            w = rgb.shape[1]
+            box = (w - src[2], src[1], w - src[0], src[3])
+        x, y = 100 + (i % 2) * 600, 150 + (i // 2) * 600
+        s = 300 / rgb.shape[0]
+        panel = resize(np.ascontiguousarray(rgb), round(rgb.shape[1] * s), 300)
+        canvas[y:y + 300, x:x + panel.shape[1]] = panel
+        cv2.putText(canvas, "WHEN THE TESTS PASS", (x - 60, y - 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 3)
+        expected.append(scaled(box, s, dx=x, dy=y))
+    faces = detector.detect(canvas)
+    assert len(faces) == 4, [f.box for f in faces]
+    for box in expected:
+        assert sum(iou(f.box, box) > 0.5 for f in faces) == 1, ([f.box for f in faces], box)
+
+
+def test_max_faces_keeps_the_largest(grace, astronaut):
+    canvas = np.full((600, 1400, 3), 235, np.uint8)
+    canvas[:, :512] = grace
+    canvas[44:556, 888:1400] = astronaut
+    with FaceDetector(Settings.from_env(models_dir=MODELS, max_faces=1)) as det:
+        faces = det.detect(canvas)
+    assert len(faces) == 1 and faces[0].box[2] < 700  # Grace's face is the larger
+
+
+# -- no face ---------------------------------------------------------------------------------------------------
+def caption_meme() -> np.ndarray:
+    import cv2
+
+    img = np.full((500, 700, 3), 255, np.uint8)
+    for i, line in enumerate(("NOBODY:", "ABSOLUTELY NOBODY:", "ME AT 3 AM:", "REWRITING THE DETECTOR", ":-) (o_o)")):
+        cv2.putText(img, line, (30, 80 + 90 * i), cv2.FONT_HERSHEY_DUPLEX, 1.6, (0, 0, 0), 3)
+    return img
+
+
+def scenery() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    y = np.linspace(0, 1, 480)[:, None, None]
+    sky = (1 - y) * np.array([110, 160, 230]) + y * np.array([60, 130, 60])  # blue sky to green field
+    img = sky + rng.normal(0, 12, (480, 800, 3))
+    img[300:] = img[300:] * 0.8 + rng.normal(0, 25, (180, 800, 3))  # grass texture
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.full((600, 600, 3), 200, np.uint8),
+    lambda: np.zeros((40, 1000, 3), np.uint8),
+    lambda: np.full((3, 3, 3), 90, np.uint8),
+    caption_meme,
+    scenery,
+], ids=["blank", "thin-black-bar", "3px", "caption-text", "scenery"])
+def test_no_face(detector, make):
+    assert detector.detect(make()) == []
+
+
+def test_text_photo_has_no_face(detector):
+    data = pytest.importorskip("skimage.data")
+    gray = data.text()
+    assert detector.detect(np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))) == []
+
+
+def test_grayscale_rgba_and_noncontiguous_input(detector, grace, grace_box):
+    gray = np.repeat(grace.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    one_face_at(detector.detect(gray), grace_box)
+    rgba = np.concatenate([grace, np.full(grace.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    one_face_at(detector.detect(rgba), grace_box)
+    mirrored = grace[:, ::-1]  # a view with negative strides
+    w = grace.shape[1]
+    one_face_at(detector.detect(mirrored), (w - grace_box[2], grace_box[1], w - grace_box[0], grace_box[3]))
+
+
+def test_closed_detector_refuses(grace):
+    det = FaceDetector(Settings.from_env(models_dir=MODELS))
+    det.close()
+    with pytest.raises(RuntimeError):
+        det.detect(grace)
+
+
+# -- geometry helpers (no model) -------------------------------------------------------------------------------
+def test_iou_and_merge_boxes():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 15, 10)) - 1 / 3) < 1e-9
+    merged = merge_boxes([((0, 0, 10, 10), 0.6), ((1, 1, 11, 11), 0.9), ((50, 50, 60, 60), 0.7)])
+    assert merged == [((1, 1, 11, 11), 0.9), ((50, 50, 60, 60), 0.7)]
+
+
+@pytest.mark.parametrize("w,h", [(600, 600), (1400, 600), (500, 1500), (1600, 1200), (300, 60), (30, 30)])
+def test_tiles_cover_the_frame(w, h):
+    boxes = tiles(w, h)
+    assert len(boxes) <= 24
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and x1 - x0 == y1 - y0
+    if boxes:
+        covered = np.zeros((h, w), bool)
+        for x0, y0, x1, y1 in boxes:
+            covered[y0:y1, x0:x1] = True
+        assert covered.all()

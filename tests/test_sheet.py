@@ -1,0 +1,60 @@
+"""Contact sheets: query face boxed, matches outlined, distances under each."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import media_fixtures as media
+from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, write_sheet
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory):
+    from memeindex.search import Searcher
+
+    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+    s = Searcher(index_dir)
+    yield s
+    s.close()
+
+
+def colour_pixels(img: Image.Image, colour, region=None) -> int:
+    arr = np.asarray(img.convert("RGB").crop(region) if region else img.convert("RGB"))
+    return int(np.all(arr == np.array(colour, np.uint8), axis=-1).sum())
+
+
+def test_sheet_boxes_and_layout(searcher, tmp_path):
+    query = tmp_path / "query.jpg"
+    Image.fromarray(media.grace()).save(query)
+    result = searcher.search(query, k=3)
+    out = write_sheet(result, query, searcher, tmp_path / "deep" / "sheet.png", cell=200)
+    sheet = Image.open(out)
+    assert sheet.size == (PAD + 4 * (200 + PAD), PAD + 200 + CAPTION + PAD)
+    cells = [(PAD + n * (200 + PAD), PAD, PAD + n * (200 + PAD) + 200, PAD + 200) for n in range(4)]
+    assert colour_pixels(sheet, QUERY_COLOUR, cells[0]) > 200  # the query face, boxed
+    assert colour_pixels(sheet, QUERY_COLOUR, cells[1]) == 0
+    for cell in cells[1:]:
+        assert colour_pixels(sheet, MATCH_COLOUR, cell) > 100  # each matched face, outlined
+    # The query box sits where grace's face is: roughly the middle of the fitted picture.
+    arr = np.all(np.asarray(sheet.crop(cells[0])) == QUERY_COLOUR, axis=-1)
+    ys, xs = np.nonzero(arr)
+    assert 60 < xs.mean() < 140 and 40 < ys.mean() < 130
+    ARTIFACTS.mkdir(exist_ok=True)
+    sheet.save(ARTIFACTS / "sheet.png")
+
+
+def test_sheet_from_root_array_and_missing_file(searcher, tmp_path):
+    both = np.concatenate([media.fit(media.grace(), 512, 512), media.astronaut()], axis=1)
+    result = searcher.search(both, k=2)
+    assert len(result.faces) == 2
+    out = write_sheet(result, both, searcher.root, tmp_path / "sheet.jpg", cell=128)
+    assert Image.open(out).format == "JPEG"
+    result.matches[0].path = "gone.jpg"  # deleted since the build: a placeholder, not a crash
+    result.matches[0].meme_id = "ffffffffffffffff"
+    write_sheet(result, both, searcher.root, tmp_path / "a.png", cell=128)
+    write_sheet(result, both, searcher, tmp_path / "b.png", cell=128)

@@ -1,0 +1,88 @@
+"""Video queries on mp4 clips made at test time from the test photos."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import media_fixtures as media
+from memeindex.errors import NoFace, NotAnImage
+from memeindex.video import Segment, follow, format_segments, is_video, query_video
+
+pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory):
+    from memeindex.search import Searcher
+
+    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+    s = Searcher(index_dir)
+    yield s
+    s.close()
+
+
+def who(segment: Segment) -> str:
+    return segment.matches[0].path.split("-")[0].split("_")[0].split(".")[0]
+
+
+def test_two_faces_two_segments(searcher, tmp_path):
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 2.0), (media.astronaut(), 2.0)])
+    segments = query_video(clip, k=3, searcher=searcher)
+    assert len(segments) == 2
+    first, second = segments
+    assert abs(second.start - 2.0) <= 0.5 and first.start == 0.0 and second.end == pytest.approx(4.0, abs=0.3)
+    assert who(first) == "grace" and who(second) == "astronaut"
+    assert [m.meme_id for m in first.matches] != [m.meme_id for m in second.matches]
+    assert all(len(s.matches) == 3 for s in segments) and first.frames >= 6
+    x0, y0, x1, y1 = first.box
+    assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360  # in the video's own pixels
+    text = format_segments(segments)
+    assert "segment 1  0:00.0-" in text and "segment 2" in text and "grace" in text and "astronaut" in text
+    data = json.loads(json.dumps([s.to_dict() for s in segments]))
+    assert data[1]["matches"][0]["path"].startswith("astronaut") and len(data[0]["matches"][0]["meme_id"]) == 16
+
+
+def test_short_interlude_is_merged_away(searcher, tmp_path):
+    clip = media.write_mp4(tmp_path / "blip.mp4", [(media.grace(), 2.0), (media.astronaut(), 0.4),
+                                                   (media.grace(), 1.6), (media.astronaut(), 2.0)])
+    segments = query_video(clip, k=2, searcher=searcher)
+    assert [who(s) for s in segments] == ["grace", "astronaut"]
+    assert abs(segments[1].start - 4.0) <= 0.5
+
+
+def test_gaps_without_a_face(searcher, tmp_path):
+    blank = np.full((360, 480, 3), 90, np.uint8)
+    clip = media.write_mp4(tmp_path / "gap.mp4", [(blank, 1.0), (media.astronaut(), 1.5), (blank, 2.5),
+                                                  (media.astronaut(), 1.5)])
+    segments = query_video(clip, k=1, searcher=searcher)
+    assert len(segments) == 2 and all(who(s) == "astronaut" for s in segments)
+    assert segments[0].start >= 0.75 and segments[1].start >= 4.75
+
+
+def test_bad_inputs(searcher, tmp_path):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    with pytest.raises(NotAnImage):
+        query_video(fake, searcher=searcher)
+    with pytest.raises(NotAnImage):
+        query_video(tmp_path / "missing.mp4", searcher=searcher)
+    empty = media.write_mp4(tmp_path / "blank.mp4", [(np.full((360, 480, 3), 30, np.uint8), 1.0)])
+    with pytest.raises(NoFace):
+        query_video(empty, searcher=searcher)
+    assert is_video("a/B.MP4") and is_video("x.webm") and not is_video("x.jpg")
+
+
+def face(x0, y0, x1, y1):
+    return SimpleNamespace(box=(x0, y0, x1, y1), area=(x1 - x0) * (y1 - y0))
+
+
+def test_follow_keeps_the_main_face():
+    big, small = face(0, 0, 100, 100), face(300, 0, 350, 50)
+    assert follow([big, small], None) == (big, False)
+    assert follow([face(0, 0, 120, 120), face(305, 5, 355, 55)], small.box)[0].box == (305, 5, 355, 55)
+    chosen, switched = follow([face(600, 600, 700, 700)], small.box)
+    assert switched and chosen.box == (600, 600, 700, 700)
+    assert follow([], small.box) == (None, False)
