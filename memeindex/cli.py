@@ -28,7 +28,8 @@ class _TqdmHandler(logging.Handler):
 def _setup_logging(verbose: int) -> None:
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s" if verbose == 0 else "%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], handlers=[handler])
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], handlers=[handler],
+                        force=True)
     if verbose < 2:
         logging.getLogger("faiss").setLevel(logging.WARNING)
 

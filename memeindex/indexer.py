@@ -25,9 +25,6 @@ from .workers import Task, run_tasks
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 64  # files; a killed build loses at most this much work
-
-
 @dataclass
 class BuildSummary:
     indexed: int = 0  # analyzed this run
@@ -165,7 +162,7 @@ def _analyze(tasks, idx, settings, workers, progress, images, summary, model_id,
         new_faces += records
         pending_images.append(image)
         pending_faces += records
-        if len(pending_images) >= CHECKPOINT_EVERY:
+        if len(pending_images) >= settings.checkpoint_every:
             n += 1
             _write_checkpoint(idx, n, pending_images, pending_faces, model_id, dim)
             pending_images, pending_faces = [], []

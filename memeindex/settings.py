@@ -35,6 +35,7 @@ class Settings:
     min_face_px: int = 12  # a face box smaller than this (pixels) cannot be described
     second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
     weak_distance: float = 0.6  # matches farther than this are labelled weak
+    checkpoint_every: int = 64  # files per resume checkpoint: a killed build loses at most this much work
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

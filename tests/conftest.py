@@ -1,0 +1,54 @@
+"""Shared fixtures: real face photos every machine has (matplotlib's Grace Hopper, scikit-image's astronaut)."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memeindex.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def grace_rgb() -> np.ndarray:
+    from media_fixtures import grace
+
+    return grace()
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb() -> np.ndarray:
+    from media_fixtures import astronaut
+
+    return astronaut()
+
+
+@pytest.fixture(scope="session")
+def grace_path() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """Tests see the default settings, whatever the developer's shell exports."""
+    for key in list(os.environ):
+        if key.startswith("MEMEINDEX_") and key != "MEMEINDEX_MODELS":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env(workers=1)
+
+
+def jpeg_bytes(rgb: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=92, **kw)
+    return buf.getvalue()

@@ -1,0 +1,83 @@
+"""Decoding real-world files: every mode to RGB, EXIF rotation, animated frames, pixel caps, broken bytes."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memeindex.errors import ImageTooLarge, NotAnImage
+from memeindex.images import decode
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("CMYK", "JPEG"), ("P", "PNG"), ("LA", "PNG"),
+                                      ("RGBA", "PNG"), ("1", "PNG"), ("I", "TIFF"), ("F", "TIFF")])
+def test_every_mode_becomes_rgb_uint8(grace_rgb, mode, fmt):
+    frames = decode(_encode(Image.fromarray(grace_rgb).convert(mode), fmt))
+    assert len(frames) == 1
+    rgb = frames[0].rgb
+    assert rgb.shape == grace_rgb.shape and rgb.dtype == np.uint8
+    # Same picture, not a black or white page: the luminance follows the original's.
+    # Compared at 1/20 scale, where a dithered 1-bit picture is grey levels again.
+    def small(a):
+        return np.asarray(Image.fromarray(a).convert("L").resize((25, 30), Image.BOX), float).ravel()
+    assert np.corrcoef(small(rgb), small(grace_rgb))[0, 1] > 0.8
+
+
+def test_16_bit_png_keeps_its_contrast(grace_rgb):
+    deep = np.asarray(Image.fromarray(grace_rgb).convert("L")).astype(np.uint16) * 257
+    data = _encode(Image.fromarray(deep), "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    rgb = decode(data)[0].rgb
+    assert 20 < rgb.mean() < 235 and rgb.std() > 20  # naive conversion clips it to white
+
+
+def test_palette_with_alpha_is_flattened_on_white():
+    img = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    img.paste((255, 0, 0, 255), (0, 0, 20, 40))
+    rgb = decode(_encode(img.convert("P"), "PNG"))[0].rgb
+    assert tuple(rgb[20, 5]) == (255, 0, 0)
+    assert tuple(rgb[20, 35]) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(grace_rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
+    stored = Image.fromarray(grace_rgb).rotate(90, expand=True)
+    rgb = decode(_encode(stored, "JPEG", exif=exif, quality=95))[0].rgb
+    assert rgb.shape == grace_rgb.shape
+    assert np.abs(rgb.astype(int) - grace_rgb.astype(int)).mean() < 12
+
+
+def test_animated_gif_samples_frames(grace_rgb):
+    frames = [Image.fromarray(grace_rgb).convert("P").rotate(a) for a in (0, 5, 10, 15, 20)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = decode(buf.getvalue(), max_frames=3)
+    assert [f.index for f in out] == [0, 2, 4]
+
+
+def test_pixel_cap_downscales_and_hard_cap_refuses():
+    big = _encode(Image.new("RGB", (4000, 3000), (10, 20, 30)), "JPEG")
+    frame = decode(big, max_pixels=1_000_000)[0]
+    assert frame.rgb.shape[0] * frame.rgb.shape[1] <= 1_000_000
+    assert frame.scale == pytest.approx(frame.rgb.shape[1] / 4000)
+    with pytest.raises(ImageTooLarge):
+        decode(big, hard_max_pixels=5_000_000)
+
+
+@pytest.mark.parametrize("data", [b"", b"just some text, not a picture", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
+def test_not_an_image(data):
+    with pytest.raises(NotAnImage):
+        decode(data)
+
+
+def test_truncated_jpeg(grace_rgb):
+    data = _encode(Image.fromarray(grace_rgb), "JPEG")
+    with pytest.raises(NotAnImage, match="corrupt|truncated"):
+        decode(data[: len(data) // 3])

