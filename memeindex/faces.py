@@ -92,26 +92,30 @@ def _starts(length: int, side: int, count: int) -> list[int]:
     return [round(i * (length - side) / (count - 1)) for i in range(count)]
 
 
-def tiles(width: int, height: int, max_tiles: int = 24) -> list[tuple[int, int, int, int]]:
+def tiles(width: int, height: int, max_tiles: int = 24, levels=None) -> list[tuple[int, int, int, int]]:
     """Overlapping square tiles (x0, y0, x1, y1) for the second detector pass, coarse level first.
 
-    Level 1: squares of the short side along the long one (the panels of a strip; skipped for near-square
-    frames, where it is the full frame again). Level 2: squares of 0.6x the short side, overlapping by a fifth,
-    so a face that fills 15% of a quarter of the frame reaches the detector at ~40 px. At most `max_tiles`.
+    Level 1: squares of the short side along the long one (the panels of a strip, and the faces a wide frame's
+    letterbox shrinks; skipped for near-square frames, where it is the full frame again). Level 2: squares of
+    0.6x the short side overlapping by a fifth (2x2 on a square frame), so a face that fills a quarter of a
+    frame's width reaches the detector ~1.7x larger. At most `max_tiles`.
     """
+    return [t for level in tile_levels(width, height, levels) for t in level][:max_tiles]
+
+
+def tile_levels(width: int, height: int, levels=None) -> list[list[tuple[int, int, int, int]]]:
+    """The tiles of `tiles`, one list per level (empty where the level does not apply)."""
     short, long_ = min(width, height), max(width, height)
-    out: list[tuple[int, int, int, int]] = []
-    for frac, min_ratio in TILE_LEVELS:
+    out = []
+    for frac, min_ratio in levels or TILE_LEVELS:
         side = int(short * frac)
         if side < 48 or long_ < min_ratio * short:
+            out.append([])
             continue
         step = (1 - TILE_OVERLAP) * side
         nx = 1 if width <= side else math.ceil((width - side) / step) + 1
         ny = 1 if height <= side else math.ceil((height - side) / step) + 1
-        level = [(x, y, x + side, y + side) for y in _starts(height, side, ny) for x in _starts(width, side, nx)]
-        if len(out) + len(level) > max_tiles:
-            break
-        out += level
+        out.append([(x, y, x + side, y + side) for y in _starts(height, side, ny) for x in _starts(width, side, nx)])
     return out
 
 
@@ -234,18 +238,25 @@ class FaceDetector:
         return dets
 
     def _passes(self, rgb: np.ndarray, pyr: _Pyramid):
+        """Detector passes, cheapest first, each only when the ones before found nothing (or, on a wide frame,
+        the panels of level 1 even after a hit: its letterbox shrinks faces)."""
         h, w = rgb.shape[:2]
         found = self._detect_region(pyr, 0, 0, w, h)
         if not self.settings.second_pass:
             return found
         strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
-        if not found:  # a close-up? Padded, the face becomes a face in a frame
-            pad = PAD_FRACTION * max(w, h)
-            found = self._detect_region(pyr, -pad, -pad, w + pad, h + pad, PAD_GREY, strict)
+        levels = tile_levels(w, h)
+        if found:
+            if max(w, h) >= WIDE * min(w, h):
+                for x0, y0, x1, y1 in levels[0]:
+                    found += self._detect_region(pyr, x0, y0, x1, y1, min_score=strict)
+            return found
+        pad = PAD_FRACTION * max(w, h)  # a close-up? Padded, the face becomes a face in a frame
+        found = self._detect_region(pyr, -pad, -pad, w + pad, h + pad, PAD_GREY, strict)
+        for level in levels:  # small faces: panels, then quarters
             if found:
-                return found
-        if not found or max(w, h) >= WIDE * min(w, h):  # small faces, or faces the letterbox shrank
-            for x0, y0, x1, y1 in tiles(w, h):
+                break
+            for x0, y0, x1, y1 in level:
                 found += self._detect_region(pyr, x0, y0, x1, y1, min_score=strict)
         return found
 

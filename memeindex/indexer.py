@@ -138,6 +138,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         if len(keep_paths) == len(prev_by_path) == len(images) and not rebuild and idx.current_or_none():
             summary.images, summary.faces = len(images), faces.num_rows  # nothing changed: keep the generation
         else:
+            summary.seconds = time.monotonic() - started
             _publish(idx, faces, images, root, model_id, dim, summary)
     summary.seconds = time.monotonic() - started
     log.info("%s", summary.line())
