@@ -8,6 +8,12 @@ class MemeIndexError(Exception):
     exit_code = 1
 
 
+class BadSetting(MemeIndexError):
+    """A MEMEINDEX_* variable holds a value of the wrong kind."""
+
+    exit_code = 2
+
+
 class NotAnImage(MemeIndexError):
     """The file is not a decodable image (empty, truncated, text, unknown format)."""
 

@@ -18,7 +18,14 @@ def _default_models_dir() -> Path:
 
 def _env(name: str, default, cast=str):
     raw = os.environ.get(f"MEMEINDEX_{name}")
-    return default if raw in (None, "") else cast(raw)
+    if raw in (None, ""):
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        from .errors import BadSetting
+
+        raise BadSetting(f"MEMEINDEX_{name}={raw!r} is not a valid {type(default).__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,13 @@ class Settings:
     second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
     weak_distance: float = 0.6  # matches farther than this are labelled weak
     checkpoint_every: int = 64  # files per resume checkpoint: a killed build loses at most this much work
+    # The service
+    max_upload_bytes: int = 10 * 1024 * 1024  # larger uploads get 413
+    max_k: int = 20
+    reload_interval: float = 2.0  # seconds between checks for a newly published index
+    thumb_cache_bytes: int = 64 * 1024 * 1024
+    ssl_certfile: str = ""  # camera access from a phone needs HTTPS
+    ssl_keyfile: str = ""
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

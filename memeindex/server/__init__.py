@@ -32,14 +32,13 @@ def serve(index_dir: str | Path | None = None, host: str = "127.0.0.1", port: in
     Browsers allow the camera only on localhost or over HTTPS: to use a phone on the same network, serve with
     `--host 0.0.0.0` plus a certificate (certfile/keyfile, or MEMEINDEX_SSL_CERTFILE / MEMEINDEX_SSL_KEYFILE).
     """
-    import os
-
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise SystemExit("memeindex serve needs the server extra: pip install 'memeindex[server]'") from exc
-    certfile = certfile or os.environ.get("MEMEINDEX_SSL_CERTFILE") or None
-    keyfile = keyfile or os.environ.get("MEMEINDEX_SSL_KEYFILE") or None
+    settings = settings or Settings.from_env()
+    certfile = certfile or settings.ssl_certfile or None
+    keyfile = keyfile or settings.ssl_keyfile or None
     app = create_app(index_dir, settings)
     scheme = "https" if certfile else "http"
     log.info("serving %s on %s://%s:%d/", app.state.service.index_dir, scheme, host, port)

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .api import router
 from .limits import UploadLimit
-from .service import SearchService, env_number
+from .service import SearchService
 from .thumbs import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) 
     app = FastAPI(title="memeindex", version=__version__, lifespan=lifespan,
                   description="Make a face, find the meme. Upload a face to /api/search; the live page is at /.")
     app.state.service = service
-    app.state.thumbs = ThumbnailCache(env_number("THUMB_CACHE_BYTES", 64 * 1024 * 1024))
+    app.state.thumbs = ThumbnailCache(service.settings.thumb_cache_bytes)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
 import time
@@ -20,16 +19,8 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 MEME_ID = re.compile(r"^[0-9a-f]{16}$")
-DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 
 
-def env_number(name: str, default, cast=int):
-    raw = os.environ.get(f"MEMEINDEX_{name}", "")
-    try:
-        return cast(raw) if raw.strip() else default
-    except ValueError:
-        log.warning("ignoring MEMEINDEX_%s=%r (not a number)", name, raw)
-        return default
 
 
 class SearchService:
@@ -37,10 +28,9 @@ class SearchService:
                  reload_interval: float | None = None):
         self.settings = settings or Settings.from_env()
         self.index_dir = Path(index_dir) if index_dir is not None else Path(self.settings.index_dir)
-        self.max_upload_bytes = env_number("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD)
-        self.max_k = env_number("MAX_K", 20)
-        self.reload_interval = reload_interval if reload_interval is not None else \
-            env_number("RELOAD_INTERVAL", 2.0, float)
+        self.max_upload_bytes = self.settings.max_upload_bytes
+        self.max_k = self.settings.max_k
+        self.reload_interval = self.settings.reload_interval if reload_interval is None else reload_interval
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memeindex-search")
         self._last_check = time.monotonic()
         self._reload_lock = threading.Lock()
