@@ -111,9 +111,7 @@ def _table(result) -> str:
     lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
              f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
              f"{'#':>2}  {'score':>6}  {'dist':>5}  meme"]
-    for i, m in enumerate(result.matches, 1):
-        weak = "  (weak match)" if m.weak else ""
-        lines.append(f"{i:>2}  {m.similarity * 100:5.1f}%  {m.distance:5.3f}  {m.path}{weak}")
+    lines += [m.line(rank) for rank, m in enumerate(result.matches, 1)]
     if not result.matches:
         lines.append("    (the index holds no faces)")
     return "\n".join(lines)

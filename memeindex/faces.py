@@ -1,25 +1,31 @@
 """FaceDetector: every face of an RGB frame with its box, detector score, 478 landmarks and 52 blendshapes.
 
 Memes are hard for a detector made for selfies: small faces in multi-panel strips, close-ups where the face fills
-the frame, wide canvases whose faces shrink in the detector's 128x128 letterbox. So the three models of the
+the frame, wide or tall canvases whose faces shrink in the detector's 128x128 letterbox. So the three models of the
 Face Landmarker bundle (BlazeFace short-range detector, 478-point face mesh, blendshapes) run here directly on
-LiteRT, with our own crops, instead of through the mediapipe task graph:
+LiteRT, fed with our own crops, instead of through the mediapipe task graph:
 
-1. the detector sees the whole frame (one 128x128 inference, as the plain Face Landmarker does);
-2. when that finds nothing, or the frame is so wide or tall that the letterbox shrinks its faces, a second pass
-   runs the detector over a few overlapping square tiles (small faces, panels of a strip) and, when still
-   nothing, over the frame padded with grey (close-ups); boxes of all passes are merged (weighted NMS);
-3. the face mesh runs once per box on a 256x256 crop rotated upright by the eye keypoints, exactly as the task
-   graph does, and its face-presence score confirms the box: a box it does not confirm is dropped, which keeps
-   false faces on text and scenery rare. The blendshapes model then reads the mesh.
+1. the detector sees the whole frame (one 128x128 run, as the plain Face Landmarker does), and the face mesh
+   confirms its boxes (presence >= 0.5, as the task does);
+2. only when no face is confirmed do more detector rounds run, cheapest first, each only until one confirms a
+   face: the frame padded with grey (close-ups), the panels (squares of the short side along a long frame), the
+   quarters (2x2 squares of 0.6x the short side of a near-square frame). A wide or tall frame also gets its
+   panels after a hit. Weak hints of the full-frame run skip rounds that would find nothing (CLOSE_UP_HINT,
+   SMALL_FACE_HINT); boxes of later rounds need a higher score (SECOND_PASS_SCORE) and are merged (weighted NMS);
+3. the face mesh runs once per box on a 256x256 crop rotated upright by the eye keypoints, as the task graph
+   does (same landmarks within a pixel); a box it does not confirm is dropped, and a face found twice (a tile
+   and the full frame, a face and a part of it) is kept once. The blendshapes model then reads the mesh.
 
-Running the models directly costs no second detector run per face (the task graph re-detects inside every crop)
-and lets every pass feed the detector a 128x128 tensor made with one cheap affine warp from an image pyramid.
+Running the models directly costs no second detector run per face (the task graph re-detects inside every crop),
+so the full-frame path is a little cheaper than the plain Face Landmarker, and each extra round is one 128x128
+detector run (~1.3 ms) made with one affine warp from an image pyramid: that is what a faceless meme pays.
+`scripts/measure_detection.py` measures the effect on the shared memes.
 """
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import zipfile
 from dataclasses import dataclass, field
 
@@ -35,12 +41,20 @@ MESH_SIDE = 256  # face mesh input
 ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
 NMS_IOU = 0.3  # detector boxes overlapping more than this are one face (face_detector_graph)
 MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
-WIDE = 1.6  # long/short side ratio past which faces shrink in the letterbox: tiles run even after a hit
-# Tile levels of the second pass: (tile side / short side, only when long side >= this x short side).
-TILE_LEVELS = ((1.0, 1.3), (0.6, 0.0))
-TILE_OVERLAP = 0.2
-SECOND_PASS_SCORE = 0.6  # detector score needed in the second pass (the full frame keeps settings.min_face_score)
-PAD_FRACTION = 0.3  # close-up pass: grey border of this fraction of the long side on each side
+WIDE = 1.6  # long/short side ratio past which faces shrink in the letterbox: panels run even after a hit
+# Tile levels of the later rounds, each (side / short side, min and max long/short ratio it runs for, least overlap
+# between neighbours / side). Panels: the fewest squares of the short side covering a long frame (a near-square
+# frame's panel is the full frame again). Quarters: squares of 0.6x the short side overlapping by a fifth, only for
+# near-square frames (a long frame's panels already zoom in). One detector run (~1.3 ms) per tile.
+TILE_LEVELS = ((1.0, 1.3, math.inf, 0.0), (0.6, 0.0, 1.3, 0.2))
+SECOND_PASS_SCORE = 0.6  # detector score needed in the later rounds (the full frame keeps settings.min_face_score)
+PAD_FRACTION = 0.3  # close-up round: grey border of this fraction of the long side on each side
+# The close-up round runs only when the full frame shows a big face-like box (side >= 0.4x the short side) scoring at
+# least this, too weak to count: a face too big for the detector looks like that. Skips it on ~2/3 of faceless memes.
+CLOSE_UP_HINT = 0.2
+# Likewise the quarters run only when some small box (side < 0.25x the short side) of the full frame scores at least
+# this: skips ~1/5 of them at no loss on the shared memes.
+SMALL_FACE_HINT = 0.12
 PAD_GREY = 127
 CROP_SIDE = MESH_SIDE  # kept for callers of the previous version
 
@@ -95,10 +109,11 @@ def _starts(length: int, side: int, count: int) -> list[int]:
 def tiles(width: int, height: int, max_tiles: int = 24, levels=None) -> list[tuple[int, int, int, int]]:
     """Overlapping square tiles (x0, y0, x1, y1) for the second detector pass, coarse level first.
 
-    Level 1: squares of the short side along the long one (the panels of a strip, and the faces a wide frame's
-    letterbox shrinks; skipped for near-square frames, where it is the full frame again). Level 2: squares of
-    0.6x the short side overlapping by a fifth (2x2 on a square frame), so a face that fills a quarter of a
-    frame's width reaches the detector ~1.7x larger. At most `max_tiles`.
+    Level 1 (long/short >= 1.3): the fewest squares of the short side that cover the long one, spread evenly
+    (the panels of a strip, and the faces a wide frame's letterbox shrinks). Level 2 (near-square frames):
+    squares of 0.6x the short side overlapping by a fifth (2x2 on a square), so every face reaches the detector
+    ~1.7x larger.
+    `levels` overrides TILE_LEVELS. At most `max_tiles`.
     """
     return [t for level in tile_levels(width, height, levels) for t in level][:max_tiles]
 
@@ -107,14 +122,14 @@ def tile_levels(width: int, height: int, levels=None) -> list[list[tuple[int, in
     """The tiles of `tiles`, one list per level (empty where the level does not apply)."""
     short, long_ = min(width, height), max(width, height)
     out = []
-    for frac, min_ratio in levels or TILE_LEVELS:
-        side = int(short * frac)
-        if side < 48 or long_ < min_ratio * short:
+    for frac, min_ratio, max_ratio, overlap in levels or TILE_LEVELS:
+        side = min(short, int(short * frac))
+        if side < 48 or not min_ratio * short <= long_ < max_ratio * short:
             out.append([])
             continue
-        step = (1 - TILE_OVERLAP) * side
-        nx = 1 if width <= side else math.ceil((width - side) / step) + 1
-        ny = 1 if height <= side else math.ceil((height - side) / step) + 1
+        step = (1 - overlap) * side
+        nx = 1 if width <= side else math.ceil((width - side) / step - 1e-6) + 1
+        ny = 1 if height <= side else math.ceil((height - side) / step - 1e-6) + 1
         out.append([(x, y, x + side, y + side) for y in _starts(height, side, ny) for x in _starts(width, side, nx)])
     return out
 
@@ -187,6 +202,8 @@ class FaceDetector:
             outs = {tuple(d["shape"]): d["index"] for d in net.get_output_details()}
             self._nets[key] = (net, net.get_input_details()[0]["index"], outs)
         self._anchors = _ssd_anchors()
+        self._hints = (0.0, 0.0)  # (big, small) face-like scores of the last detector run too weak to count
+        self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -222,6 +239,10 @@ class FaceDetector:
         out = self._run("detector", tensor)
         reg = out[(1, 896, 16)][0]
         scores = _sigmoid(out[(1, 896, 1)][0, :, 0])
+        side = np.maximum(reg[:, 2], reg[:, 3])
+        big, small = side >= 0.4 * f * min(x1 - x0, y1 - y0), side < 0.25 * f * min(x1 - x0, y1 - y0)
+        self._hints = (float(scores[big].max()) if big.any() else 0.0,  # see CLOSE_UP_HINT, SMALL_FACE_HINT
+                       float(scores[small].max()) if small.any() else 0.0)
         keep = np.nonzero(scores >= (self.settings.min_face_score if min_score is None else min_score))[0]
         if keep.size == 0:
             return []
@@ -237,32 +258,15 @@ class FaceDetector:
             dets.append((box, score, kp))
         return dets
 
-    def _passes(self, rgb: np.ndarray, pyr: _Pyramid):
-        """Detector passes, cheapest first, each only when the ones before found nothing (or, on a wide frame,
-        the panels of level 1 even after a hit: its letterbox shrinks faces)."""
-        h, w = rgb.shape[:2]
-        found = self._detect_region(pyr, 0, 0, w, h)
-        if not self.settings.second_pass:
-            return found
-        strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
-        levels = tile_levels(w, h)
-        if found:
-            if max(w, h) >= WIDE * min(w, h):
-                for x0, y0, x1, y1 in levels[0]:
-                    found += self._detect_region(pyr, x0, y0, x1, y1, min_score=strict)
-            return found
+    def _rounds(self, w: int, h: int):
+        """The detector passes after the full frame, as rounds of regions: [(x0, y0, x1, y1, fill)]."""
         pad = PAD_FRACTION * max(w, h)  # a close-up? Padded, the face becomes a face in a frame
-        found = self._detect_region(pyr, -pad, -pad, w + pad, h + pad, PAD_GREY, strict)
-        for level in levels:  # small faces: panels, then quarters
-            if found:
-                break
-            for x0, y0, x1, y1 in level:
-                found += self._detect_region(pyr, x0, y0, x1, y1, min_score=strict)
-        return found
+        rounds = [[(-pad, -pad, w + pad, h + pad, PAD_GREY)]] if PAD_FRACTION > 0 else [[]]
+        rounds += [[(*t, 0) for t in level] for level in tile_levels(w, h)]  # panels, then quarters
+        return rounds + [[]] * (3 - len(rounds))
 
-    def _merged(self, rgb: np.ndarray, pyr: _Pyramid):
-        h, w = rgb.shape[:2]
-        dets = self._passes(rgb, pyr)
+    def _clean(self, dets, w: int, h: int):
+        """Merged (weighted NMS), clipped to the frame, big enough to describe."""
         if len(dets) > 1:
             dets = _weighted_nms(np.array([d[1] for d in dets]), np.array([d[0] for d in dets]),
                                  np.array([d[2] for d in dets]))
@@ -275,7 +279,22 @@ class FaceDetector:
 
     def boxes(self, rgb: np.ndarray) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) and scores of every pass, merged, before the mesh confirms them."""
-        return [(box, score) for box, score, _ in self._merged(rgb, _Pyramid(rgb))]
+        rgb = _as_rgb(rgb)
+        h, w = rgb.shape[:2]
+        if h == 0 or w == 0:
+            return []
+        pyr = _Pyramid(rgb)
+        with self._lock:
+            return self._boxes(rgb, pyr, w, h)
+
+    def _boxes(self, rgb, pyr, w, h):
+        dets = self._detect_region(pyr, 0, 0, w, h)
+        if self.settings.second_pass:
+            strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
+            for regions in self._rounds(w, h):
+                for x0, y0, x1, y1, fill in regions:
+                    dets += self._detect_region(pyr, x0, y0, x1, y1, fill, strict)
+        return [(box, score) for box, score, _ in self._clean(dets, w, h)]
 
     # -- mesh and blendshapes --------------------------------------------------------------------------
     def _describe(self, pyr: _Pyramid, box: tuple, score: float, kp: np.ndarray) -> Face | None:
@@ -294,6 +313,7 @@ class FaceDetector:
         crop = pyr.warp(to_crop, MESH_SIDE, cv2.BORDER_REPLICATE)
         out = self._run("mesh", (crop.astype(np.float32) * (1 / 255.0))[None])
         presence = float(_sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
+        log.debug("presence %.3f for box %s", presence, box)
         if presence < MIN_PRESENCE:
             return None
         mesh = out[(1, 1, 1, 1434)].reshape(478, 3).astype(np.float64)
@@ -305,20 +325,71 @@ class FaceDetector:
                     blendshapes=np.asarray(next(iter(shapes.values())), dtype=np.float32).ravel())
 
     def detect(self, rgb: np.ndarray, frame: int = 0) -> list[Face]:
-        """Faces of one RGB uint8 frame, largest first, at most settings.max_faces."""
-        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-        pyr = _Pyramid(rgb)
-        faces: list[Face] = []
-        for box, score, kp in sorted(self._merged(rgb, pyr), key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1])):
-            face = self._describe(pyr, box, score, kp)
-            if face is None:
-                continue
-            if any(_same_face(face.landmarks, other.landmarks) for other in faces):
-                continue  # two boxes of one face (a tile and the full frame, a face and a part of it): kept once
+        """Faces of one RGB uint8 frame, largest first, at most settings.max_faces.
+
+        The full frame first (what the plain Face Landmarker sees). Only when the mesh confirms none of its boxes
+        do the next rounds run, cheapest first, each until one confirms a face: the padded frame (close-ups), the
+        panels of a strip (squares of the short side), the quarters (squares of 0.6x the short side). A wide or
+        tall frame also gets its panels after a hit: the letterbox of the full frame shrinks its faces.
+        """
+        rgb = _as_rgb(rgb)
+        h, w = rgb.shape[:2]
+        if h == 0 or w == 0:
+            return []
+        with self._lock:  # the interpreters hold per-call state: one frame at a time
+            faces = self._detect(rgb)
+        for face in faces:
             face.frame = frame
-            faces.append(face)
         faces.sort(key=lambda fc: -fc.area)
         return faces[: self.settings.max_faces]
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        pyr = _Pyramid(rgb)
+        faces: list[Face] = []
+        tried: list[tuple] = []
+        full = self._detect_region(pyr, 0, 0, w, h)
+        big_hint, small_hint = self._hints
+        self._confirm(pyr, self._clean(full, w, h), faces, tried)
+        if self.settings.second_pass:
+            strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
+            pad, panels, *finer = self._rounds(w, h)
+            if faces:  # then only a wide frame's panels
+                rounds = [panels] if max(w, h) >= WIDE * min(w, h) else []
+            else:
+                rounds = [pad if big_hint >= CLOSE_UP_HINT else [], panels]
+                rounds += finer if small_hint >= SMALL_FACE_HINT else []
+            for regions in rounds:
+                if not regions:
+                    continue
+                dets = []
+                for x0, y0, x1, y1, fill in regions:
+                    dets += self._detect_region(pyr, x0, y0, x1, y1, fill, strict)
+                if self._confirm(pyr, self._clean(dets, w, h), faces, tried):
+                    break
+        return faces
+
+    def _confirm(self, pyr: _Pyramid, dets, faces: list[Face], tried: list[tuple]) -> int:
+        """Run the mesh on each new box (largest first) and add the faces it confirms; returns how many."""
+        added = 0
+        for box, score, kp in sorted(dets, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1])):
+            if any(iou(box, t) > 0.5 for t in tried):
+                continue  # this face (or non-face) was looked at already
+            tried.append(box)
+            face = self._describe(pyr, box, score, kp)
+            if face is None or any(_same_face(face.landmarks, other.landmarks) for other in faces):
+                continue  # not a face, or one already found (a tile and the full frame, a face and a part of it)
+            faces.append(face)
+            added += 1
+        return added
+
+
+def _as_rgb(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8, C-contiguous (grey H x W is repeated, an alpha channel dropped)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
 
 
 def _mesh_box(pts: np.ndarray) -> tuple[float, float, float, float]:

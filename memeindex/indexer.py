@@ -6,7 +6,6 @@ rows; only truly new content is analyzed. Files with no face and files that fail
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from . import store, vectors
 from .embedding import get_embedder
 from .errors import RootMissing
 from .indexdir import IndexDir
+from .models import sha256_file
 from .scan import walk
 from .settings import Settings
 from .workers import Task, run_tasks
@@ -42,14 +42,6 @@ class BuildSummary:
         return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
                 "noface={noface} failed={failed} images={images} faces={faces} model={model_id} "
                 "in {seconds:.1f}s").format(**asdict(self))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _known(idx: IndexDir, model_id: str, dim: int, rebuild: bool) -> tuple[pa.Table, list[dict], pa.Table]:
@@ -118,7 +110,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
                 summary.unchanged += 1
                 continue
             try:
-                sha = sha256_of(root / f.rel)
+                sha = sha256_file(root / f.rel)
             except OSError as exc:
                 log.warning("skipping %s: %s", f.rel, exc.strerror or exc)
                 continue

@@ -37,6 +37,11 @@ class Match:
     def to_dict(self) -> dict:
         return {**asdict(self), "box": [round(v, 1) for v in self.box]}
 
+    def line(self, rank: int) -> str:
+        """One row of a result table: rank, score, distance, path, and a label on a weak match."""
+        weak = "  (weak match)" if self.weak else ""
+        return f"{rank:>2}  {self.similarity * 100:5.1f}%  {self.distance:5.3f}  {self.path}{weak}"
+
 
 @dataclass
 class QueryResult:

@@ -196,9 +196,7 @@ def format_segments(segments: list[Segment]) -> str:
     lines = []
     for n, seg in enumerate(segments, 1):
         lines.append(f"segment {n}  {_clock(seg.start)}-{_clock(seg.end)}  ({seg.frames} frame(s) with the face)")
-        for rank, m in enumerate(seg.matches, 1):
-            weak = "  (weak)" if m.weak else ""
-            lines.append(f"  {rank}. {m.distance:.3f}  {m.name}  {m.path}{weak}")
+        lines += [f"  {m.line(rank)}" for rank, m in enumerate(seg.matches, 1)]
         if not seg.matches:
             lines.append("  (no matches: the index is empty)")
     return "\n".join(lines)

@@ -44,6 +44,18 @@ def _isolated_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def searcher(tmp_path_factory):
+    """A Searcher over the small real index of media_fixtures' memes, built once per test run."""
+    import media_fixtures as media
+    from memeindex.search import Searcher
+
+    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+    s = Searcher(index_dir)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env(workers=1)
 

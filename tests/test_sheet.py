@@ -13,16 +13,6 @@ from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, write_shee
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def searcher(tmp_path_factory):
-    from memeindex.search import Searcher
-
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    s = Searcher(index_dir)
-    yield s
-    s.close()
-
-
 def colour_pixels(img: Image.Image, colour, region=None) -> int:
     arr = np.asarray(img.convert("RGB").crop(region) if region else img.convert("RGB"))
     return int(np.all(arr == np.array(colour, np.uint8), axis=-1).sum())

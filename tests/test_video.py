@@ -14,16 +14,6 @@ from memeindex.video import Segment, follow, format_segments, is_video, query_vi
 pytest.importorskip("cv2")
 
 
-@pytest.fixture(scope="module")
-def searcher(tmp_path_factory):
-    from memeindex.search import Searcher
-
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    s = Searcher(index_dir)
-    yield s
-    s.close()
-
-
 def who(segment: Segment) -> str:
     return segment.matches[0].path.split("-")[0].split("_")[0].split(".")[0]
 
