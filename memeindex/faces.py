@@ -26,28 +26,23 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .facemodels import (BLENDSHAPE_INPUT, BLENDSHAPE_NAMES, DETECT_SIDE, MESH_SIDE, BundleModels,  # noqa: F401
+                         blendshape_names, sigmoid, ssd_anchors)
 from .models import FACE_LANDMARKER, model_path
+from .regions import (Pyramid, iou, merge_boxes, same_face, tile_levels, tiles,  # noqa: F401
+                      weighted_nms)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-DETECT_SIDE = 128  # BlazeFace short-range input
-MESH_SIDE = 256  # face mesh input
 ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
-NMS_IOU = 0.3  # detector boxes overlapping more than this are one face (face_detector_graph)
 MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
 WIDE = 1.6  # long/short side ratio past which faces shrink in the letterbox: panels run even after a hit
-# Tile levels of the later rounds, each (side / short side, min and max long/short ratio it runs for, least overlap
-# between neighbours / side). Panels: the fewest squares of the short side covering a long frame (a near-square
-# frame's panel is the full frame again). Quarters: squares of 0.6x the short side overlapping by a fifth, only for
-# near-square frames (a long frame's panels already zoom in). One detector run (~1.3 ms) per tile.
-TILE_LEVELS = ((1.0, 1.3, math.inf, 0.0), (0.6, 0.0, 1.3, 0.2))
-SECOND_PASS_SCORE = 0.6  # detector score needed in the later rounds (the full frame keeps settings.min_face_score)
+SECOND_PASS_SCORE = 0.65  # detector score needed in the later rounds (the full frame keeps settings.min_face_score)
 PAD_FRACTION = 0.3  # close-up round: grey border of this fraction of the long side on each side
 # The close-up round runs only when the full frame shows a big face-like box (side >= 0.4x the short side) scoring at
 # least this, too weak to count: a face too big for the detector looks like that. Skips it on ~2/3 of faceless memes.
@@ -56,17 +51,6 @@ CLOSE_UP_HINT = 0.2
 # this: skips ~1/5 of them at no loss on the shared memes.
 SMALL_FACE_HINT = 0.12
 PAD_GREY = 127
-CROP_SIDE = MESH_SIDE  # kept for callers of the previous version
-
-# face_blendshapes_graph.cc: the 146 mesh points the blendshapes model reads, in pixels of the frame.
-BLENDSHAPE_INPUT = np.array([
-    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78,
-    80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148, 149, 150, 152,
-    153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191, 195, 197, 234, 246,
-    249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312,
-    314, 317, 318, 321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381,
-    382, 384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
-    473, 474, 475, 476, 477])
 
 
 @dataclass
@@ -83,131 +67,19 @@ class Face:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def merge_boxes(boxes: list[tuple[tuple, float]], threshold: float = 0.3) -> list[tuple[tuple, float]]:
-    """Non-maximum suppression: overlapping boxes from several passes become the best-scored one."""
-    kept: list[tuple[tuple, float]] = []
-    for box, score in sorted(boxes, key=lambda b: -b[1]):
-        if all(iou(box, k) < threshold for k, _ in kept):
-            kept.append((box, score))
-    return kept
-
-
-def _starts(length: int, side: int, count: int) -> list[int]:
-    if count <= 1 or length <= side:
-        return [max(0, (length - side) // 2)]
-    return [round(i * (length - side) / (count - 1)) for i in range(count)]
-
-
-def tiles(width: int, height: int, max_tiles: int = 24, levels=None) -> list[tuple[int, int, int, int]]:
-    """Overlapping square tiles (x0, y0, x1, y1) for the second detector pass, coarse level first.
-
-    Level 1 (long/short >= 1.3): the fewest squares of the short side that cover the long one, spread evenly
-    (the panels of a strip, and the faces a wide frame's letterbox shrinks). Level 2 (near-square frames):
-    squares of 0.6x the short side overlapping by a fifth (2x2 on a square), so every face reaches the detector
-    ~1.7x larger.
-    `levels` overrides TILE_LEVELS. At most `max_tiles`.
-    """
-    return [t for level in tile_levels(width, height, levels) for t in level][:max_tiles]
-
-
-def tile_levels(width: int, height: int, levels=None) -> list[list[tuple[int, int, int, int]]]:
-    """The tiles of `tiles`, one list per level (empty where the level does not apply)."""
-    short, long_ = min(width, height), max(width, height)
-    out = []
-    for frac, min_ratio, max_ratio, overlap in levels or TILE_LEVELS:
-        side = min(short, int(short * frac))
-        if side < 48 or not min_ratio * short <= long_ < max_ratio * short:
-            out.append([])
-            continue
-        step = (1 - overlap) * side
-        nx = 1 if width <= side else math.ceil((width - side) / step - 1e-6) + 1
-        ny = 1 if height <= side else math.ceil((height - side) / step - 1e-6) + 1
-        out.append([(x, y, x + side, y + side) for y in _starts(height, side, ny) for x in _starts(width, side, nx)])
-    return out
-
-
-def _ssd_anchors() -> np.ndarray:
-    """The 896 anchor centres of BlazeFace short-range (strides 8, 16, 16, 16; 2 anchors a cell), in 0..1."""
-    rows = []
-    for stride, per_cell in ((8, 2), (16, 6)):
-        n = DETECT_SIDE // stride
-        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
-        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        rows.append(np.repeat(centres, per_cell, axis=0))
-    return np.concatenate(rows).astype(np.float32)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -100.0, 100.0)))
-
-
-class _Pyramid:
-    """The frame and its halvings, made on demand: every crop is one affine warp from the level just above it."""
-
-    def __init__(self, rgb: np.ndarray):
-        self.levels = [(rgb, 1.0)]
-
-    def level(self, scale: float) -> tuple[np.ndarray, float]:
-        """The smallest level at least `scale` times the frame (so the warp shrinks by at most 2x)."""
-        import cv2
-
-        while self.levels[-1][1] / 2 >= scale:
-            img, s = self.levels[-1]
-            h, w = img.shape[:2]
-            if min(h, w) < 4:
-                break
-            even = img[: h // 2 * 2, : w // 2 * 2]  # exact halving: OpenCV's fast INTER_AREA path
-            self.levels.append((cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA), s / 2))
-        for img, s in reversed(self.levels):
-            if s >= scale:
-                return img, s
-        return self.levels[0]
-
-    def warp(self, m: np.ndarray, side: int, border, value=0) -> np.ndarray:
-        """`side`x`side` crop of the frame whose frame->crop affine map is `m` (2x3)."""
-        import cv2
-
-        f = math.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
-        img, s = self.level(f)
-        ms = m.copy()
-        ms[:, :2] /= s  # level pixels -> crop pixels
-        return cv2.warpAffine(img, ms, (side, side), flags=cv2.INTER_LINEAR, borderMode=border,
-                              borderValue=(value, value, value))
-
-
 class FaceDetector:
     """Faces of RGB frames. Not picklable (native interpreters): make one per process, close it or use `with`."""
 
     def __init__(self, settings: Settings | None = None, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.settings = settings or Settings.from_env()
-        task = model_path(FACE_LANDMARKER, self.settings.models_dir)
-        with zipfile.ZipFile(task) as bundle:
-            models = {name: bundle.read(name) for name in
-                      ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")}
-        self._nets = {}
-        for key, name in (("detector", "face_detector.tflite"), ("mesh", "face_landmarks_detector.tflite"),
-                          ("shapes", "face_blendshapes.tflite")):
-            net = Interpreter(model_content=models[name], num_threads=num_threads)
-            net.allocate_tensors()
-            outs = {tuple(d["shape"]): d["index"] for d in net.get_output_details()}
-            self._nets[key] = (net, net.get_input_details()[0]["index"], outs)
-        self._anchors = _ssd_anchors()
+        self._models = BundleModels(model_path(FACE_LANDMARKER, self.settings.models_dir), num_threads)
+        self._anchors = ssd_anchors()
         self._hints = (0.0, 0.0)  # (big, small) face-like scores of the last detector run too weak to count
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def close(self) -> None:
-        self._nets = {}
+        self._models.close()
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -216,15 +88,10 @@ class FaceDetector:
         self.close()
 
     def _run(self, key: str, tensor: np.ndarray) -> dict:
-        if not self._nets:
-            raise RuntimeError("FaceDetector is closed")
-        net, inp, outs = self._nets[key]
-        net.set_tensor(inp, tensor)
-        net.invoke()
-        return {shape: net.get_tensor(index) for shape, index in outs.items()}
+        return self._models.run(key, tensor)
 
     # -- detector passes -------------------------------------------------------------------------------
-    def _detect_region(self, pyr: _Pyramid, x0: float, y0: float, x1: float, y1: float, value: int = 0,
+    def _detect_region(self, pyr: Pyramid, x0: float, y0: float, x1: float, y1: float, value: int = 0,
                        min_score: float | None = None):
         """Detections in the frame region (x0, y0, x1, y1), letterboxed into 128x128; it may reach past the
         frame (the outside is `value` grey). Returns [(box, score, 6x2 keypoints)] in frame pixels."""
@@ -238,7 +105,7 @@ class FaceDetector:
         tensor = (crop.astype(np.float32) * (2 / 255.0) - 1.0)[None]
         out = self._run("detector", tensor)
         reg = out[(1, 896, 16)][0]
-        scores = _sigmoid(out[(1, 896, 1)][0, :, 0])
+        scores = sigmoid(out[(1, 896, 1)][0, :, 0])
         side = np.maximum(reg[:, 2], reg[:, 3])
         big, small = side >= 0.4 * f * min(x1 - x0, y1 - y0), side < 0.25 * f * min(x1 - x0, y1 - y0)
         self._hints = (float(scores[big].max()) if big.any() else 0.0,  # see CLOSE_UP_HINT, SMALL_FACE_HINT
@@ -252,7 +119,7 @@ class FaceDetector:
         boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
         kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         dets = []
-        for box, score, kp in _weighted_nms(scores[keep], boxes, kps):
+        for box, score, kp in weighted_nms(scores[keep], boxes, kps):
             box = ((box[0] - ox) / f, (box[1] - oy) / f, (box[2] - ox) / f, (box[3] - oy) / f)
             kp = (kp - (ox, oy)) / f
             dets.append((box, score, kp))
@@ -268,7 +135,7 @@ class FaceDetector:
     def _clean(self, dets, w: int, h: int):
         """Merged (weighted NMS), clipped to the frame, big enough to describe."""
         if len(dets) > 1:
-            dets = _weighted_nms(np.array([d[1] for d in dets]), np.array([d[0] for d in dets]),
+            dets = weighted_nms(np.array([d[1] for d in dets]), np.array([d[0] for d in dets]),
                                  np.array([d[2] for d in dets]))
         out = []
         for box, score, kp in dets:
@@ -283,7 +150,7 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
-        pyr = _Pyramid(rgb)
+        pyr = Pyramid(rgb)
         with self._lock:
             return self._boxes(rgb, pyr, w, h)
 
@@ -297,7 +164,7 @@ class FaceDetector:
         return [(box, score) for box, score, _ in self._clean(dets, w, h)]
 
     # -- mesh and blendshapes --------------------------------------------------------------------------
-    def _describe(self, pyr: _Pyramid, box: tuple, score: float, kp: np.ndarray) -> Face | None:
+    def _describe(self, pyr: Pyramid, box: tuple, score: float, kp: np.ndarray) -> Face | None:
         import cv2
 
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -312,7 +179,7 @@ class FaceDetector:
         to_crop = cv2.invertAffineTransform(to_frame)
         crop = pyr.warp(to_crop, MESH_SIDE, cv2.BORDER_REPLICATE)
         out = self._run("mesh", (crop.astype(np.float32) * (1 / 255.0))[None])
-        presence = float(_sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
+        presence = float(sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
         log.debug("presence %.3f for box %s", presence, box)
         if presence < MIN_PRESENCE:
             return None
@@ -345,7 +212,7 @@ class FaceDetector:
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
-        pyr = _Pyramid(rgb)
+        pyr = Pyramid(rgb)
         faces: list[Face] = []
         tried: list[tuple] = []
         full = self._detect_region(pyr, 0, 0, w, h)
@@ -369,7 +236,7 @@ class FaceDetector:
                     break
         return faces
 
-    def _confirm(self, pyr: _Pyramid, dets, faces: list[Face], tried: list[tuple]) -> int:
+    def _confirm(self, pyr: Pyramid, dets, faces: list[Face], tried: list[tuple]) -> int:
         """Run the mesh on each new box (largest first) and add the faces it confirms; returns how many."""
         added = 0
         for box, score, kp in sorted(dets, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1])):
@@ -377,7 +244,7 @@ class FaceDetector:
                 continue  # this face (or non-face) was looked at already
             tried.append(box)
             face = self._describe(pyr, box, score, kp)
-            if face is None or any(_same_face(face.landmarks, other.landmarks) for other in faces):
+            if face is None or any(same_face(face.landmarks, other.landmarks) for other in faces):
                 continue  # not a face, or one already found (a tile and the full frame, a face and a part of it)
             faces.append(face)
             added += 1
@@ -392,56 +259,3 @@ def _as_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
 
 
-def _mesh_box(pts: np.ndarray) -> tuple[float, float, float, float]:
-    lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
-
-
-def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two meshes of one face: their boxes overlap (IoU > 0.5) or one lies mostly inside the other."""
-    ba, bb = _mesh_box(a), _mesh_box(b)
-    ix = max(0.0, min(ba[2], bb[2]) - max(ba[0], bb[0]))
-    iy = max(0.0, min(ba[3], bb[3]) - max(ba[1], bb[1]))
-    smaller = min((ba[2] - ba[0]) * (ba[3] - ba[1]), (bb[2] - bb[0]) * (bb[3] - bb[1]))
-    return iou(ba, bb) > 0.5 or (smaller > 0 and ix * iy / smaller > 0.6)
-
-
-def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray):
-    """MediaPipe's WEIGHTED non-max suppression: each cluster of overlapping boxes becomes their score-weighted
-    mean (box and keypoints), scored by its best member."""
-    order = np.argsort(-scores)
-    boxes = np.asarray(boxes, dtype=np.float64)
-    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    out = []
-    while order.size:
-        best = order[0]
-        ix = np.clip(np.minimum(boxes[best, 2], boxes[order, 2]) - np.maximum(boxes[best, 0], boxes[order, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[best, 3], boxes[order, 3]) - np.maximum(boxes[best, 1], boxes[order, 1]), 0, None)
-        inter = ix * iy
-        overlap = inter / np.maximum(areas[best] + areas[order] - inter, 1e-9)
-        cluster, order = order[overlap > NMS_IOU], order[overlap <= NMS_IOU]
-        if cluster.size == 0:
-            cluster = np.array([best])
-        wts = scores[cluster][:, None]
-        box = (boxes[cluster] * wts).sum(0) / wts.sum()
-        kp = (np.asarray(kps)[cluster] * wts[:, :, None]).sum(0) / wts.sum()
-        out.append((float(scores[best]), tuple(box), kp))
-    return [(tuple(b), s, k) for s, b, k in out]
-
-
-def blendshape_names() -> list[str]:
-    """The 52 blendshape names in the order the landmarker reports them."""
-    return list(BLENDSHAPE_NAMES)
-
-
-BLENDSHAPE_NAMES = (
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
-    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
-    "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
-    "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
-    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
-)

@@ -5,7 +5,6 @@ import logging
 import multiprocessing
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import MemeIndexError
 from .settings import Settings

@@ -123,17 +123,24 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="memeindex-bench-") as scratch:
         root = link_folder(files, args.memes, Path(scratch) / "memes")
+        runs = {w: {"plain": [], "build": []} for w in counts}
+        for r in range(args.repeat):  # interleaved, so a burst of load elsewhere hits both sides alike
+            for workers in counts:
+                seconds, faces = plain_loop(files, workers, settings.models_dir)
+                runs[workers]["plain"].append((seconds, faces, ""))
+                line = f"  run {r + 1}, {workers} process(es): plain {seconds:.1f}s"
+                if not args.skip_build:
+                    seconds, faces, model_id = build_once(root, workers, Path(scratch))
+                    runs[workers]["build"].append((seconds, faces, model_id))
+                    line += f", build {seconds:.1f}s"
+                print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
         for workers in counts:
-            plain = [plain_loop(files, workers, settings.models_dir) for _ in range(args.repeat)]
-            plain_s = statistics.median(s for s, _ in plain)
-            row = {"workers": workers, "plain_s": plain_s, "plain_faces": plain[0][1]}
-            if not args.skip_build:
-                built = [build_once(root, workers, Path(scratch)) for _ in range(args.repeat)]
+            plain, built = runs[workers]["plain"], runs[workers]["build"]
+            row = {"workers": workers, "plain_s": statistics.median(s for s, _, _ in plain), "plain_faces": plain[0][1]}
+            if built:
                 row.update(build_s=statistics.median(s for s, _, _ in built), build_faces=built[0][1],
                            model_id=built[0][2])
             rows.append(row)
-            print(f"  measured {workers} process(es): plain {plain_s:.1f}s"
-                  + (f", build {row['build_s']:.1f}s" if "build_s" in row else ""), flush=True)
 
     n = len(files)
     print()

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                 if failures == 1:
                     print(f"cold query failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}", file=sys.stderr)
 
-        print(f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs")
+        print(f"embedder {searcher.embedder.model_id}; load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs")
         print(f"cold CLI  ({' '.join(Path(c).name for c in cmd[:1])} query FILE --index DIR): {percentiles(cold)}"
               + (f"  [{failures} failed]" if failures else ""))
         print(f"warm      (Searcher.search, in-process):       {percentiles(warm)}")

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         print(f"found by after only: {len(gained)}, by before only: {len(lost)}; per-file table: {args.out}")
         for label, group in (("after only", gained), ("before only", lost)):
             listing = args.out.with_name(args.out.stem + f"_{label.replace(' ', '_')}.txt")
-            listing.write_text("".join(f"{r[0]}\n" for r in group))
+            listing.write_text("".join(f"{r[0].relative_to(args.memes)}\n" for r in group))
             print(f"  {label}: {listing}")
     return 0
 

@@ -94,19 +94,22 @@ def test_astronaut_face_and_smile(detector, astronaut, astronaut_box):
     assert smile.min() > 0.5  # she smiles broadly: the mesh and blendshapes read the right crop
 
 
-def test_landmarks_match_the_task_api(detector, astronaut):
+@pytest.mark.parametrize("which", ["grace", "astronaut"])
+def test_landmarks_match_the_task_api(detector, which, request):
     """Our crops feed the bundle's mesh the way the mediapipe task graph does: same landmarks, within a pixel."""
     mp = pytest.importorskip("mediapipe")
     from mediapipe.tasks.python import BaseOptions, vision
 
-    options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(MODELS / "face_landmarker.task")),
-                                           running_mode=vision.RunningMode.IMAGE, output_face_blendshapes=True)
+    rgb = request.getfixturevalue(which)
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(MODELS / "face_landmarker.task")),
+        running_mode=vision.RunningMode.IMAGE, output_face_blendshapes=True)
     with vision.FaceLandmarker.create_from_options(options) as task:
-        ref = task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=astronaut))
-    h, w = astronaut.shape[:2]
+        ref = task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
+    h, w = rgb.shape[:2]
     ref_xy = np.array([(p.x * w, p.y * h) for p in ref.face_landmarks[0]])
     ref_shapes = np.array([c.score for c in ref.face_blendshapes[0]])
-    face = detector.detect(astronaut)[0]
+    face = detector.detect(rgb)[0]
     assert np.abs(face.landmarks[:, :2] - ref_xy).mean() < 1.0
     assert np.abs(face.blendshapes - ref_shapes).mean() < 0.05
 
@@ -146,26 +149,53 @@ def test_two_faces_side_by_side_on_a_wide_canvas(detector, grace, astronaut, gra
     assert faces[0].area >= faces[1].area  # largest first
 
 
+def face_panel(rgb, box, face: int, side: int):
+    """A `side`-px square panel of `rgb` scaled so its face is `face` px wide, centred; and the face's box in it."""
+    from PIL import Image
+
+    s = face / (box[2] - box[0])
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    img = img.resize((round(img.width * s), round(img.height * s)), Image.LANCZOS)
+    x0, y0 = round((box[0] + box[2]) / 2 * s - side / 2), round((box[1] + box[3]) / 2 * s - side / 2)
+    return np.asarray(img.crop((x0, y0, x0 + side, y0 + side))), scaled(box, s, dx=-x0, dy=-y0)
+
+
 def test_small_faces_in_a_four_panel_strip(detector, grace, astronaut, grace_box, astronaut_box):
-    """A 2x2 strip of 300 px panels on a 1200x1200 canvas with captions: each face about 100 px."""
+    """A 2x2 strip on a 1200x1200 canvas with captions, faces ~100 px (1/12 of the frame): too small for the
+    full-frame pass, found by the tiles."""
     import cv2
+
+    def mirrored(rgb, box):
+        w = rgb.shape[1]
+        return rgb[:, ::-1], (w - box[2], box[1], w - box[0], box[3])
 
     canvas = np.full((1200, 1200, 3), 255, np.uint8)
     expected = []
-    for i, (rgb, box) in enumerate(((grace, grace_box), (astronaut, astronaut_box),
-                                    (astronaut[:, ::-1], None), (grace[:, ::-1], None))):
-        if box is None:  # the mirrored picture: its face box mirrored
-            src = grace_box if rgb.shape[0] == grace.shape[0] else astronaut_box
-            w = rgb.shape[1]
-            box = (w - src[2], src[1], w - src[0], src[3])
+    sources = [(grace, grace_box), (astronaut, astronaut_box), mirrored(astronaut, astronaut_box),
+               mirrored(grace, grace_box)]
+    for i, (rgb, box) in enumerate(sources):
+        panel, face_box = face_panel(rgb, box, 100, 300)
         x, y = 100 + (i % 2) * 600, 150 + (i // 2) * 600
-        s = 300 / rgb.shape[0]
-        panel = resize(np.ascontiguousarray(rgb), round(rgb.shape[1] * s), 300)
-        canvas[y:y + 300, x:x + panel.shape[1]] = panel
-        cv2.putText(canvas, "WHEN THE TESTS PASS", (x - 60, y - 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 3)
-        expected.append(scaled(box, s, dx=x, dy=y))
+        canvas[y:y + 300, x:x + 300] = panel
+        cv2.putText(canvas, "WHEN THE TESTS PASS", (x - 60, y - 50), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 3)
+        expected.append(scaled(face_box, 1.0, dx=x, dy=y))
     faces = detector.detect(canvas)
     assert len(faces) == 4, [f.box for f in faces]
+    for box in expected:
+        assert sum(iou(f.box, box) > 0.5 for f in faces) == 1, ([f.box for f in faces], box)
+
+
+def test_faces_in_a_tall_two_panel_strip(detector, grace, astronaut, grace_box, astronaut_box):
+    """A 500x1400 strip of two photo panels: the letterbox shrinks each face, the panel pass finds both."""
+    canvas = np.full((1400, 500, 3), 255, np.uint8)
+    expected = []
+    for i, (rgb, box) in enumerate(((grace, grace_box), (astronaut, astronaut_box))):
+        panel, face_box = face_panel(rgb, box, 110, 420)
+        y = 100 + i * 700
+        canvas[y:y + 420, 40:460] = panel
+        expected.append(scaled(face_box, 1.0, dx=40, dy=y))
+    faces = detector.detect(canvas)
+    assert len(faces) == 2, [f.box for f in faces]
     for box in expected:
         assert sum(iou(f.box, box) > 0.5 for f in faces) == 1, ([f.box for f in faces], box)
 
@@ -216,8 +246,9 @@ def test_text_photo_has_no_face(detector):
 
 
 def test_grayscale_rgba_and_noncontiguous_input(detector, grace, grace_box):
-    gray = np.repeat(grace.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
-    one_face_at(detector.detect(gray), grace_box)
+    gray = grace.mean(axis=2).astype(np.uint8)
+    one_face_at(detector.detect(gray), grace_box)  # H x W
+    one_face_at(detector.detect(np.repeat(gray[..., None], 3, axis=2)), grace_box)
     rgba = np.concatenate([grace, np.full(grace.shape[:2] + (1,), 255, np.uint8)], axis=2)
     one_face_at(detector.detect(rgba), grace_box)
     mirrored = grace[:, ::-1]  # a view with negative strides
@@ -252,3 +283,13 @@ def test_tiles_cover_the_frame(w, h):
         for x0, y0, x1, y1 in boxes:
             covered[y0:y1, x0:x1] = True
         assert covered.all()
+
+
+def test_weighted_nms_merges_and_survives_degenerate_boxes():
+    from memeindex.regions import weighted_nms as _weighted_nms
+
+    kps = np.zeros((3, 6, 2))
+    out = _weighted_nms(np.array([0.9, 0.6, 0.8]), np.array([[0, 0, 10, 10], [1, 1, 11, 11], [5, 5, 5, 5]]), kps)
+    assert len(out) == 2  # the two overlapping boxes are one, the zero-area one stays alone (and ends the loop)
+    box, score, _ = out[0]
+    assert score == 0.9 and 0 < box[0] < 1  # score-weighted mean of the cluster
