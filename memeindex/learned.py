@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .embedding import l2_normalise
 from .faces import Face
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,7 @@ class LearnedEmbedder:
             self._interp.set_tensor(self._shapes_in["index"], np.asarray(shapes, np.float32).reshape(n, -1))
             self._interp.invoke()
             out = np.array(self._interp.get_tensor(self._out["index"]), dtype=np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        return l2_normalise(out)
 
     def embed(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         crops, shapes = face_inputs(rgb, faces, self.crop)
