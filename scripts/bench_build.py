@@ -24,14 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SKIP = {".tsv", ".csv", ".md", ".txt", ".json"}
+from memefiles import meme_files  # noqa: E402 (scripts/ is on sys.path when run)
 
 _plain = None  # this process's (mediapipe module, FaceLandmarker, Settings)
-
-
-def meme_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in SKIP
-                  and not p.name.startswith("."))
 
 
 def link_folder(files: list[Path], root: Path, dest: Path) -> Path:

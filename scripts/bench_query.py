@@ -25,12 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SKIP = {".tsv", ".csv", ".md", ".txt", ".json"}
-
-
-def meme_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in SKIP
-                  and not p.name.startswith("."))
+from memefiles import meme_files  # noqa: E402 (scripts/ is on sys.path when run)
 
 
 def cli_command() -> list[str]:

@@ -24,12 +24,7 @@ from memeindex.images import decode  # noqa: E402
 from memeindex.models import FACE_LANDMARKER, model_path  # noqa: E402
 from memeindex.settings import Settings  # noqa: E402
 
-SKIP = {".tsv", ".csv", ".md", ".txt", ".json"}
-
-
-def meme_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in SKIP
-                  and not p.name.startswith("."))
+from memefiles import meme_files  # noqa: E402 (scripts/ is on sys.path when run)
 
 
 def plain_landmarker(settings: Settings):
