@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
 
 from .errors import MemeIndexError
@@ -62,9 +63,26 @@ def analyze_task(task: Task) -> tuple[dict, list[dict]]:
     return image, records
 
 
+def _main_reimportable() -> bool:
+    """Worker processes re-import the main script; one read from stdin or `-c` cannot be, and its pool would
+    respawn failing workers forever."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
 def run_tasks(tasks: list[Task], settings: Settings, embedder: str | None, workers: int):
     """Yield (image row, face records) as files finish, in any order, from `workers` processes."""
+    global _analyzer
     if not tasks:
+        return
+    if not _main_reimportable():
+        log.info("analyzing in this process: the main script cannot be re-imported by worker processes")
+        _init(settings, embedder, quiet=False)
+        try:
+            yield from map(analyze_task, tasks)
+        finally:
+            _analyzer.close()
+            _analyzer = None
         return
     workers = max(1, min(workers, len(tasks)))
     # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
