@@ -25,6 +25,7 @@ from .workers import Task, run_tasks
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class BuildSummary:
     indexed: int = 0  # analyzed this run
@@ -142,8 +143,7 @@ def _analyze(tasks, idx, settings, workers, progress, images, summary, model_id,
 
     new_faces, pending_images, pending_faces, n = [], [], [], 0
     bar = tqdm(total=len(tasks), desc="indexing", unit="img", disable=not progress or not tasks, leave=False)
-    for image, records in run_tasks(tasks, settings, None if settings.embedder == "auto" else settings.embedder,
-                                    workers or settings.workers):
+    for image, records in run_tasks(tasks, settings, workers or settings.workers):
         bar.update(1)
         summary.indexed += 1
         if image["status"] == "failed":

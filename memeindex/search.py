@@ -79,9 +79,8 @@ class _Generation:
         self.frames = t.column("frame").to_pylist()
         self.boxes = np.asarray(t.column("box").combine_chunks().values, np.float32).reshape(-1, 4)
         self.root = Path(self.facts["root"])
-        self.files = {sha[:16]: path for sha, path in zip(self.shas, self.paths)}
         images = store.read_table(folder / "images.parquet", ["path", "sha256", "status"]).to_pylist()
-        self.files.update({r["sha256"][:16]: r["path"] for r in images if r["status"] != "failed"})
+        self.files = {r["sha256"][:16]: r["path"] for r in images if r["status"] != "failed"}
 
 
 class Searcher:

@@ -31,13 +31,13 @@ def silence_native_stderr() -> None:
     os.close(devnull)
 
 
-def _init(settings: Settings, embedder: str | None, quiet: bool) -> None:
+def _init(settings: Settings, quiet: bool) -> None:
     global _analyzer
     if quiet:
         silence_native_stderr()
     from .pipeline import FaceAnalyzer
 
-    _analyzer = FaceAnalyzer(settings, embedder)
+    _analyzer = FaceAnalyzer(settings)  # settings.embedder names the model
 
 
 def analyze_task(task: Task) -> tuple[dict, list[dict]]:
@@ -70,14 +70,14 @@ def _main_reimportable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def run_tasks(tasks: list[Task], settings: Settings, embedder: str | None, workers: int):
+def run_tasks(tasks: list[Task], settings: Settings, workers: int):
     """Yield (image row, face records) as files finish, in any order, from `workers` processes."""
     global _analyzer
     if not tasks:
         return
     if not _main_reimportable():
         log.info("analyzing in this process: the main script cannot be re-imported by worker processes")
-        _init(settings, embedder, quiet=False)
+        _init(settings, quiet=False)
         try:
             yield from map(analyze_task, tasks)
         finally:
@@ -87,6 +87,6 @@ def run_tasks(tasks: list[Task], settings: Settings, embedder: str | None, worke
     workers = max(1, min(workers, len(tasks)))
     # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
     ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ctx.Pool(workers, initializer=_init, initargs=(settings, embedder, True)) as pool:
+    with ctx.Pool(workers, initializer=_init, initargs=(settings, True)) as pool:
         chunk = max(1, min(8, len(tasks) // (workers * 8)))
         yield from pool.imap_unordered(analyze_task, tasks, chunksize=chunk)

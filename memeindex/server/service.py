@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..search import MEME_ID
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-MEME_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 
