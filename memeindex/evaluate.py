@@ -200,10 +200,10 @@ def score(emb: np.ndarray, labels, subjects, votes: np.ndarray | None = None,
 
 # -- running the models -----------------------------------------------------------------------------------
 def _embedders(models, settings):
-    from .embedding import BlendshapeEmbedder, ExpressionEmbedder, get_embedder, learned_model_files
+    from .embedders import BlendshapeEmbedder, ExpressionEmbedder, get_embedder
 
     if models is None:
-        models = ["baseline"] + (["learned"] if learned_model_files(settings.models_dir) else [])
+        models = ["baseline", "auto"]
     elif isinstance(models, (str, ExpressionEmbedder)):
         models = [models]
     out = []

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import store, vectors
-from .embedding import get_embedder
+from .embedders import get_embedder
 from .errors import RootMissing
 from .indexdir import IndexDir
 from .models import sha256_file

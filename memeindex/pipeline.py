@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding import ExpressionEmbedder, get_embedder
+from .embedders import ExpressionEmbedder, get_embedder
 from .faces import Face, FaceDetector
 from .images import Frame, decode
 from .settings import Settings

@@ -88,7 +88,7 @@ class Searcher:
         self.settings = settings or Settings.from_env()
         self.index_dir = IndexDir(index_dir or self.settings.index_dir)
         self._analyzer = analyzer
-        from .embedding import get_embedder
+        from .embedders import get_embedder
 
         self.embedder = analyzer.embedder if analyzer else get_embedder(self.settings)
         self._lock = threading.Lock()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-face CPU latency: the learned embedder (alignment + TFLite, one face a call) vs the face landmarker.
 
-    python scripts/bench_embedding.py [--model models/expression-v1.tflite] [--runs 200]
+    python scripts/bench_embedding.py [--model memeindex/embedders/weights/expression-v1.tflite] [--runs 200]
 """
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def _landmarker_nets(settings):
 
 
 def main(argv=None):
-    from memeindex.embedding import learned_model_files
+    from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS
     from memeindex.faces import FaceDetector
-    from memeindex.learned import LearnedEmbedder
+    from memeindex.embedders.learned import LearnedEmbedder
     from memeindex.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,7 +73,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    path = args.model or learned_model_files(settings.models_dir)[-1]
+    path = args.model or LEARNED_MODELS[DEFAULT_LEARNED].verified_path()
     embedder = LearnedEmbedder(path)
     print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB")
     t_land = _time(_landmarker_nets(settings), args.runs)

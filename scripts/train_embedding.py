@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train memeindex's expression embedding and export it as `models/expression-<version>.tflite`.
+"""Train memeindex's expression embedding and export it as `memeindex/embedders/weights/expression-<version>.tflite`.
 
 One seeded command (TensorFlow/Keras, CPU is enough):
 
@@ -8,7 +8,7 @@ One seeded command (TensorFlow/Keras, CPU is enough):
 Steps:
 1. Extraction (cached under .cache/train/, skipped when the cache exists): the product's own FaceDetector on every
    FER-2013 Training/PublicTest image and every muxspace image; per image the landmark-aligned grayscale crop
-   (memeindex.learned.face_inputs, the very function the runtime uses, at a wider zoom for jitter) and the 52
+   (memeindex.embedders.learned.face_inputs, the very function the runtime uses, at a wider zoom for jitter) and the 52
    blendshapes (scripts/train_extract.py).
 2. Fit on FER-2013 Training (faces the detector finds) toward the FER+ ten-rater vote distributions (KL to the
    soft targets from a cosine head on the embedding) plus a supervised-contrastive term on the embedding (FER+
@@ -40,32 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from memeindex.evaluate import retrieval_metrics, sample_triplets, triplet_accuracy, identity_metrics  # noqa: E402
+from memeindex.embedders.base import MIRRORED_BLENDSHAPES, N_BLENDSHAPES, NON_EXPRESSION_BLENDSHAPES  # noqa: E402
+from memeindex.embedders.learned import CROP  # noqa: E402
 from memeindex.faces import BLENDSHAPE_NAMES  # noqa: E402
-from memeindex.learned import CROP, N_BLENDSHAPES  # noqa: E402
 
 EMOTIONS = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"]  # FER+ vote order
 MUX_TO_FER = {"anger": "angry", "contempt": "contempt", "disgust": "disgust", "fear": "fear",
               "happiness": "happy", "neutral": "neutral", "sadness": "sad", "surprise": "surprise"}
 CACHE_SIDE = 64
 # Blendshapes the model ignores: `_neutral` is always 0, eyeLook* say where the eyes look, not the expression.
-BS_KEEP = np.array([0.0 if (n == "_neutral" or n.startswith("eyeLook")) else 1.0 for n in BLENDSHAPE_NAMES],
-                   np.float32)
-
-
-def _flip_perm() -> np.ndarray:
-    names = list(BLENDSHAPE_NAMES)
-    perm = []
-    for n in names:
-        if "Left" in n:
-            perm.append(names.index(n.replace("Left", "Right")))
-        elif "Right" in n:
-            perm.append(names.index(n.replace("Right", "Left")))
-        else:
-            perm.append(names.index(n))
-    return np.array(perm)
-
-
-FLIP_PERM = _flip_perm()
+BS_KEEP = np.array([0.0 if n in NON_EXPRESSION_BLENDSHAPES else 1.0 for n in BLENDSHAPE_NAMES], np.float32)
+FLIP_PERM = MIRRORED_BLENDSHAPES
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -351,7 +336,7 @@ def export_tflite(model, path: Path) -> None:
 
 def check_tflite(path: Path, model, crops48, shapes) -> float:
     sys.path.insert(0, str(ROOT))
-    from memeindex.learned import LearnedEmbedder
+    from memeindex.embedders.learned import LearnedEmbedder
 
     emb = LearnedEmbedder(path)
     a = emb.embed_inputs(crops48, shapes)
@@ -365,7 +350,7 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "expressions")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "train")
     ap.add_argument("--version", default="v1")
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "memeindex" / "embedders" / "weights")
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--stage2-epochs", type=int, default=14,
                     help="then a second cosine cycle of this many epochs from the first one's weights (0 = none)")

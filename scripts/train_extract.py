@@ -4,7 +4,7 @@
 Runs the product's own FaceDetector (one per worker process; it is not picklable) on every image of an
 index.csv, keeps the largest face, and caches into one .npz:
 
-    found [n] bool, crop [n, 64, 64] uint8 (memeindex.learned.face_inputs at zoom 64/48: the model's 48 px crop
+    found [n] bool, crop [n, 64, 64] uint8 (memeindex.embedders.learned.face_inputs at zoom 64/48: the model's 48 px crop
     is its centre, the rest is room for jitter), shapes [n, 52] float32, matrix [n, 2, 3] (frame -> crop),
     raw [n, 48, 48] uint8 (FER only: the original pixels, the fallback for faces the detector misses).
 
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memeindex.learned import CROP, alignment_matrix, face_inputs  # noqa: E402
+from memeindex.embedders.learned import CROP, alignment_matrix, face_inputs  # noqa: E402
 
 CACHE_SIDE = 64
 ZOOM = CACHE_SIDE / CROP
@@ -45,7 +45,7 @@ def _init():
 
 def _one(path: str):
     from memeindex.images import decode
-    from memeindex.learned import to_gray
+    from memeindex.embedders.learned import to_gray
 
     raw = None
     try:

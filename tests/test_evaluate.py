@@ -136,7 +136,7 @@ def test_evaluate_on_shared_subset(tmp_path):
     src = SHARED / "expressions" / "fer2013-publictest"
     if not (src / "index.csv").exists():
         pytest.skip("../shared/data is absent")
-    from memeindex.embedding import learned_model_files
+    from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS
     from memeindex.evaluate import evaluate
     from memeindex.settings import Settings
 
@@ -155,7 +155,7 @@ def test_evaluate_on_shared_subset(tmp_path):
     assert result["images"] == 60
     ids = list(result["models"])
     assert ids[0] == "blendshapes-v1"
-    if learned_model_files(settings.models_dir):
+    if LEARNED_MODELS[DEFAULT_LEARNED].present():
         assert len(ids) == 2 and ids[1].startswith("expression-")
     for m in result["models"].values():
         assert 40 <= m["images"] <= 60

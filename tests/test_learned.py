@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memeindex.learned import CROP, EYE_A, EYE_B, EYE_DIST, EYE_Y, align_face, alignment_matrix, face_inputs
+from memeindex.embedders.learned import CROP, EYE_A, EYE_B, EYE_DIST, EYE_Y, align_face, alignment_matrix, face_inputs
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def fake_landmarks(left_eye, right_eye) -> np.ndarray:
@@ -60,10 +59,9 @@ def test_align_face_crops_the_right_pixels():
 
 # -- the real model on real photos ------------------------------------------------------------------------
 def _model_file():
-    files = sorted(MODELS.glob("expression-*.tflite"))
-    if not files:
-        pytest.skip("no models/expression-*.tflite")
-    return files[-1]
+    from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS
+
+    return LEARNED_MODELS[DEFAULT_LEARNED].verified_path()
 
 
 def _photo(name):
@@ -81,12 +79,12 @@ def _photo(name):
 @pytest.fixture(scope="module")
 def kit():
     from memeindex.faces import FaceDetector
-    from memeindex.learned import LearnedEmbedder
+    from memeindex.embedders.learned import LearnedEmbedder
     from memeindex.settings import Settings
 
     path = _model_file()
     detector = FaceDetector(Settings.from_env())
-    yield detector, LearnedEmbedder(path)
+    yield detector, LearnedEmbedder(path, model_id=path.stem)
     detector.close()
 
 
@@ -145,11 +143,11 @@ def test_face_inputs_match_what_the_model_sees(kit):
 
 
 def test_auto_embedder_is_the_learned_model():
-    from memeindex.embedding import get_embedder
+    from memeindex.embedders import get_embedder
     from memeindex.settings import Settings
 
     path = _model_file()
-    settings = Settings.from_env(models_dir=MODELS)
+    settings = Settings.from_env()
     assert get_embedder(settings, "auto").model_id == path.stem
     assert get_embedder(settings, path.stem).model_id == path.stem
     assert get_embedder(settings, "baseline").model_id == "blendshapes-v1"

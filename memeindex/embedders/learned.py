@@ -1,4 +1,4 @@
-"""LearnedEmbedder: the trained expression model (`models/expression-*.tflite`), run with ai-edge-litert.
+"""LearnedEmbedder: a trained expression model (`weights/expression-*.tflite`), run with ai-edge-litert.
 
 The model sees, per face, exactly two things, both computed here and nowhere else (training extraction imports
 `face_inputs` too, so train and inference cannot drift apart):
@@ -6,7 +6,7 @@ The model sees, per face, exactly two things, both computed here and nowhere els
 * the face crop aligned by the landmarks: grayscale, eyes level, fixed inter-ocular distance, `CROP` px square;
 * the 52 MediaPipe blendshape scores.
 
-It returns 64 float32 per face, L2-normalised. TensorFlow is never imported at run time.
+It returns `dim` float32 per face (read from the model), L2-normalised. TensorFlow is never imported at run time.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding import l2_normalise
-from .faces import Face
+from ..faces import Face
+from .base import N_BLENDSHAPES, l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ EYE_DIST = 0.34  # inter-ocular distance (eye centre to eye centre), as a fracti
 # MediaPipe face-mesh corners of the two eyes: the eye centre is the mean of its two corners (the iris moves).
 EYE_A = (33, 133)
 EYE_B = (362, 263)
-N_BLENDSHAPES = 52
 
 
 def alignment_matrix(landmarks: np.ndarray, size: int = CROP, zoom: float = 1.0) -> np.ndarray:
@@ -86,19 +85,17 @@ def face_inputs(rgb: np.ndarray, faces: list[Face], size: int = CROP, zoom: floa
 
 
 class LearnedEmbedder:
-    """The trained expression embedding; `model_id` is the tflite file's stem (e.g. `expression-v1`)."""
+    """A trained expression embedding. The registry builds it from a verified file and names its `model_id`."""
 
-    dim = 64
-
-    def __init__(self, path: str | Path, num_threads: int = 1):
+    def __init__(self, path: str | Path, model_id: str | None = None, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         if not self.path.exists():
-            from .errors import ModelMissing
+            from ..errors import ModelMissing
 
             raise ModelMissing(f"learned model {self.path} is missing")
-        self.model_id = self.path.stem
+        self.model_id = model_id or self.path.stem
         self._lock = threading.Lock()
         self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
         inputs = self._interp.get_input_details()
@@ -106,9 +103,7 @@ class LearnedEmbedder:
         self._shapes_in = next(d for d in inputs if len(d["shape"]) == 2)
         self._out = self._interp.get_output_details()[0]
         self.crop = int(self._image_in["shape"][1])
-        out_dim = int(self._out["shape"][-1])
-        if out_dim != self.dim:
-            raise ValueError(f"{self.path.name} gives {out_dim}-d vectors, expected {self.dim}")
+        self.dim = int(self._out["shape"][-1])
         self._batch = None
 
     def _resize(self, n: int) -> None:

@@ -1,0 +1,95 @@
+"""Embedders by name: each name maps to a factory; each learned model is pinned by sha256.
+
+Which learned model `auto` and `learned` mean is written here (`DEFAULT_LEARNED`), never inferred from file
+names: a new model becomes the default by one explicit edit, and `expression-v10` cannot lose to `expression-v9`
+by sort order. The learned weights ship inside the package (`weights/`), so a wheel carries them.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ModelChecksumMismatch, ModelMissing
+from ..settings import Settings
+from .base import ExpressionEmbedder
+from .blendshapes import BlendshapeEmbedder
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A committed LiteRT expression model: its id, its file under weights/, and the bytes it must be."""
+
+    model_id: str
+    filename: str
+    sha256: str
+    size: int
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+    def present(self) -> bool:
+        return self.path.is_file()
+
+    def verified_path(self) -> Path:
+        """The file's path once its size and sha256 match the pin; typed errors otherwise."""
+        from ..models import sha256_file
+
+        if not self.present():
+            raise ModelMissing(f"learned model {self.path} is missing: reinstall memeindex (the wheel carries it)")
+        size = self.path.stat().st_size
+        digest = sha256_file(self.path) if size == self.size else None
+        if digest != self.sha256:
+            raise ModelChecksumMismatch(f"{self.path} is not the pinned {self.model_id} "
+                                        f"(size {size}, sha256 {digest or 'not computed'}; want {self.sha256})")
+        return self.path
+
+
+LEARNED_MODELS = {m.model_id: m for m in (
+    LearnedModel("expression-v1", "expression-v1.tflite",
+                 "ab3f712d11c7c975bc6cb502995dda98e6d541e2783289248b269eee4c9a2029", 719_184),
+)}
+DEFAULT_LEARNED = "expression-v1"  # what `auto` (when present) and `learned` resolve to
+ALIASES = {"baseline": BlendshapeEmbedder.model_id, "learned": DEFAULT_LEARNED}
+
+
+def _learned_factory(model: LearnedModel) -> Callable[[Settings], ExpressionEmbedder]:
+    def make(settings: Settings) -> ExpressionEmbedder:
+        from .learned import LearnedEmbedder  # litert is heavy: load only when asked
+
+        return LearnedEmbedder(model.verified_path(), model_id=model.model_id)
+
+    return make
+
+
+FACTORIES: dict[str, Callable[[Settings], ExpressionEmbedder]] = {
+    BlendshapeEmbedder.model_id: lambda settings: BlendshapeEmbedder(),
+    **{m.model_id: _learned_factory(m) for m in LEARNED_MODELS.values()},
+}
+
+
+def names() -> list[str]:
+    """Every name get_embedder accepts."""
+    return ["auto", *ALIASES, *FACTORIES]
+
+
+def resolve(name: str) -> str:
+    """The model id a name stands for ('auto' -> the default learned model when its file is present)."""
+    if name == "auto":
+        return DEFAULT_LEARNED if LEARNED_MODELS[DEFAULT_LEARNED].present() else BlendshapeEmbedder.model_id
+    model_id = ALIASES.get(name, name)
+    if model_id not in FACTORIES:
+        raise ModelMissing(f"no embedder named {name!r} (known: {', '.join(names())})")
+    return model_id
+
+
+def get_embedder(settings: Settings | None = None, name: str | None = None) -> ExpressionEmbedder:
+    """The embedder named `name` (or settings.embedder): 'auto', 'baseline', 'learned' or a model id."""
+    settings = settings or Settings.from_env()
+    return FACTORIES[resolve(name or settings.embedder)](settings)

@@ -1,0 +1,65 @@
+"""The embedders package: registry resolution, checksum pins, the blendshape constants."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from memeindex.embedders import registry
+from memeindex.embedders.base import (EXPRESSION_BLENDSHAPES, MIRRORED_BLENDSHAPES, N_BLENDSHAPES,
+                                      NON_EXPRESSION_BLENDSHAPES)
+from memeindex.errors import ModelChecksumMismatch, ModelMissing
+from memeindex.faces import BLENDSHAPE_NAMES
+from memeindex.settings import Settings
+
+
+def test_every_committed_model_matches_its_pin():
+    assert registry.DEFAULT_LEARNED in registry.LEARNED_MODELS
+    for model in registry.LEARNED_MODELS.values():
+        assert model.verified_path().name == model.filename
+
+
+def test_default_is_the_registry_entry_not_the_highest_sorting_name(monkeypatch, tmp_path):
+    # Two files whose names sort the "wrong" way: v9 after v10. The default is whatever the registry names.
+    v1 = registry.LEARNED_MODELS["expression-v1"]
+    for name in ("expression-v9.tflite", "expression-v10.tflite"):
+        shutil.copy(v1.path, tmp_path / name)
+    models = {m.model_id: m for m in (registry.LearnedModel("expression-v9", "expression-v9.tflite", v1.sha256, v1.size),
+                                      registry.LearnedModel("expression-v10", "expression-v10.tflite", v1.sha256,
+                                                            v1.size))}
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "LEARNED_MODELS", models)
+    monkeypatch.setattr(registry, "DEFAULT_LEARNED", "expression-v10")
+    assert sorted(p.stem for p in tmp_path.glob("*.tflite"))[-1] == "expression-v9"
+    assert registry.resolve("auto") == "expression-v10"
+
+
+def test_tampered_or_missing_weights_are_refused(monkeypatch, tmp_path):
+    v1 = registry.LEARNED_MODELS["expression-v1"]
+    data = bytearray(v1.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / v1.filename).write_bytes(bytes(data))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ModelChecksumMismatch):
+        registry.get_embedder(Settings.from_env(), v1.model_id)
+    (tmp_path / v1.filename).unlink()
+    with pytest.raises(ModelMissing):
+        registry.get_embedder(Settings.from_env(), v1.model_id)
+    if registry.DEFAULT_LEARNED == v1.model_id:  # no default file: `auto` falls back to the baseline
+        assert registry.get_embedder(Settings.from_env(), "auto").model_id == "blendshapes-v1"
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ModelMissing, match="blendshapes-v1"):
+        registry.get_embedder(Settings.from_env(), "expression-v0")
+
+
+def test_blendshape_constants():
+    assert N_BLENDSHAPES == len(BLENDSHAPE_NAMES) == 52
+    assert len(EXPRESSION_BLENDSHAPES) == 52 - len(NON_EXPRESSION_BLENDSHAPES) == 43
+    assert not any(BLENDSHAPE_NAMES[i].startswith("eyeLook") for i in EXPRESSION_BLENDSHAPES)
+    assert np.array_equal(MIRRORED_BLENDSHAPES[MIRRORED_BLENDSHAPES], np.arange(52))  # mirroring twice = identity
+    names = list(BLENDSHAPE_NAMES)
+    assert names[MIRRORED_BLENDSHAPES[names.index("mouthSmileLeft")]] == "mouthSmileRight"
+    assert names[MIRRORED_BLENDSHAPES[names.index("jawOpen")]] == "jawOpen"
