@@ -14,12 +14,22 @@ class BadSetting(MemeIndexError):
     exit_code = 2
 
 
+class FileMissing(MemeIndexError):
+    """The file to read (a query photo or video) does not exist, or is a folder."""
+
+    exit_code = 7
+
+
 class NotAnImage(MemeIndexError):
-    """The file is not a decodable image (empty, truncated, text, unknown format)."""
+    """The file is not a decodable image (empty, truncated, text, unknown format) nor a readable video."""
+
+    exit_code = 8
 
 
 class ImageTooLarge(MemeIndexError):
     """The image has more pixels than the hard cap; decoding it would be a memory bomb."""
+
+    exit_code = 9
 
 
 class NoFace(MemeIndexError):

@@ -1,4 +1,8 @@
-"""Decode one file into RGB frames: Pillow, EXIF rotation, every mode to 8-bit RGB, animated frames, pixel cap."""
+"""The one decoder: a file or bytes -> RGB frames. Pillow (+ HEIC via pillow-heif), EXIF rotation, every mode to
+8-bit RGB, animated frames, a working pixel cap (shrink) and a hard pixel cap (refuse unread).
+
+Build, query, the API, thumbnails and contact sheets all decode through `decode`, so they agree on every file.
+"""
 from __future__ import annotations
 
 import io
@@ -10,9 +14,39 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, NotAnImage
+from .errors import FileMissing, ImageTooLarge, NotAnImage
 
 log = logging.getLogger(__name__)
+
+# Image.reduce (a fast box filter by an integer factor) works on these modes only.
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"})
+# EXIF orientation -> the transpose that shows the picture upright (what ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF (what iPhones save), once per process; pillow-heif is imported only here."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pragma: no cover - pillow-heif is a dependency; a broken install loses HEIC only
+        log.warning("pillow-heif is not installed: HEIC photos cannot be read")
+        return
+    register_heif_opener()
+
+
+def _allow_pixels(hard_max_pixels: int) -> None:
+    """Our hard cap is the one limit: Pillow's own decompression-bomb limit (89.5 MP by default) must not refuse
+    an image below it. Pillow reads the limit globally at open time, so it is raised (never lowered) here."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < hard_max_pixels:
+        Image.MAX_IMAGE_PIXELS = hard_max_pixels
 
 
 @dataclass
@@ -53,9 +87,18 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each.
 
     Raises NotAnImage for anything Pillow cannot fully decode (empty, truncated, text, unknown format) and
-    ImageTooLarge past `hard_max_pixels`, before the pixels are read.
+    ImageTooLarge past `hard_max_pixels`, before the pixels are read, and FileMissing for a path that is not
+    there (or is a folder). A large image is shrunk while it is decoded (JPEG draft, Image.reduce), so a 100 MP
+    photo costs about its own 8-bit pixels once, not several full-size copies.
     """
+    _register_heif()
+    _allow_pixels(hard_max_pixels)
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    if not isinstance(stream, io.BytesIO):
+        if not Path(stream).exists() or Path(stream).is_dir():
+            raise FileMissing(f"{stream}: {'a folder' if Path(stream).is_dir() else 'no such file'}")
+        if not Path(stream).is_file():  # a FIFO or a device: reading it could block forever
+            raise NotAnImage("not a regular file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -70,6 +113,8 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
             return frames
     except (ImageTooLarge, NotAnImage):
         raise
+    except FileNotFoundError:  # vanished between the check and the open
+        raise FileMissing(f"{stream}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(str(exc)) from None
     except UnidentifiedImageError:
@@ -88,19 +133,28 @@ def _one_frame(img: Image.Image, index: int, max_pixels: int) -> Frame:
         # JPEG can decode at 1/2, 1/4, 1/8 size directly: far faster than decode-then-shrink.
         img.draft("RGB", (int(width * scale), int(height * scale)))
     img.load()
-    frame = ImageOps.exif_transpose(img) if index == 0 else img.copy()
+    orientation = _orientation(img) if index == 0 else 1
+    frame = img if index == 0 else img.copy()  # later frames: the file moves on when it seeks
+    if frame.mode == "1":
+        frame = frame.convert("L")
+    factor = int(1.0 / min(1.0, (max_pixels / float(frame.width * frame.height)) ** 0.5))
+    if factor >= 2 and frame.mode in _REDUCIBLE:
+        # Shrink by a whole factor before any mode conversion: the conversions then touch the small copy only.
+        frame = frame.reduce(factor)
+    if orientation in _UPRIGHT:
+        frame = frame.transpose(_UPRIGHT[orientation])
     frame = _to_rgb(frame)
-    # After EXIF rotation width and height may swap; the cap applies to the pixel count either way.
+    # The cap applies to the pixel count whichever way the picture is turned.
     if frame.width * frame.height > max_pixels:
         shrink = (max_pixels / float(frame.width * frame.height)) ** 0.5
         frame = frame.resize((max(1, int(frame.width * shrink)), max(1, int(frame.height * shrink))), Image.BILINEAR)
     # `scale` maps original (EXIF-upright) pixels to decoded ones.
-    scale = frame.width / (height if _swapped(img) else width)
+    scale = frame.width / (height if orientation in (5, 6, 7, 8) else width)
     return Frame(index=index, rgb=np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)), scale=scale)
 
 
-def _swapped(img: Image.Image) -> bool:
+def _orientation(img: Image.Image) -> int:
     try:
-        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:
-        return False
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: show the pixels as stored
+        return 1

@@ -81,3 +81,56 @@ def test_truncated_jpeg(grace_rgb):
     data = _encode(Image.fromarray(grace_rgb), "JPEG")
     with pytest.raises(NotAnImage, match="corrupt|truncated"):
         decode(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_100_megapixel_image_is_shrunk_to_the_working_cap_not_refused(fmt):
+    # Pillow's own bomb limit (89.5 MP) used to refuse this although the hard cap is 250 MP.
+    data = _encode(Image.new("L", (10_000, 10_000), 128), fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
+    frame = decode(data, max_pixels=4_000_000)[0]
+    assert frame.rgb.shape == (2000, 2000, 3) and frame.scale == pytest.approx(0.2)
+    assert int(frame.rgb[1000, 1000, 0]) == 128
+
+
+def test_hard_cap_follows_the_setting_both_ways(monkeypatch):
+    from memeindex.pipeline import FaceAnalyzer
+    from memeindex.settings import Settings
+
+    data = _encode(Image.new("L", (10_000, 10_000), 128), "JPEG")
+    monkeypatch.setenv("MEMEINDEX_HARD_MAX_PIXELS", "50000000")
+    analyzer = FaceAnalyzer.__new__(FaceAnalyzer)  # the decoding half only: no models needed
+    analyzer.settings = Settings.from_env()
+    with pytest.raises(ImageTooLarge, match="50,000,000"):
+        analyzer.frames(data)
+    analyzer.settings = Settings.from_env(hard_max_pixels=300_000_000)
+    big = _encode(Image.new("L", (10_000, 27_000), 128), "JPEG")  # 270 MP: over Pillow's 2 x 89.5 MP error line
+    assert analyzer.frames(big)[0].rgb.shape[0] * analyzer.frames(big)[0].rgb.shape[1] <= 4_000_000
+
+
+def test_reduced_decode_keeps_exif_orientation(grace_rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = Image.fromarray(grace_rgb).rotate(90, expand=True).resize((1800, 1536))  # 600x512 turned, x3
+    frame = decode(_encode(stored, "PNG", exif=exif), max_pixels=600 * 512)[0]
+    assert frame.rgb.shape[:2] == (600, 512)
+    assert frame.scale == pytest.approx(1 / 3, abs=0.01)
+    assert np.abs(frame.rgb.astype(int) - grace_rgb.astype(int)).mean() < 12
+
+
+def test_heic_photo_decodes(grace_rgb):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(grace_rgb)).save(buf, quality=90)
+    assert buf.getvalue()[4:12] == b"ftypheic"
+    rgb = decode(buf.getvalue())[0].rgb
+    assert rgb.shape == grace_rgb.shape
+    assert np.abs(rgb.astype(int) - grace_rgb.astype(int)).mean() < 12
+
+
+def test_missing_file_and_folder_are_file_missing(tmp_path):
+    from memeindex.errors import FileMissing
+
+    with pytest.raises(FileMissing, match="no such file"):
+        decode(tmp_path / "nope.jpg")
+    with pytest.raises(FileMissing, match="folder"):
+        decode(tmp_path)

@@ -45,7 +45,7 @@ def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) 
     app = FastAPI(title="memeindex", version=__version__, lifespan=lifespan,
                   description="Make a face, find the meme. Upload a face to /api/search; the live page is at /.")
     app.state.service = service
-    app.state.thumbs = ThumbnailCache(service.settings.thumb_cache_bytes)
+    app.state.thumbs = ThumbnailCache(service.settings.thumb_cache_bytes, service.settings.hard_max_pixels)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

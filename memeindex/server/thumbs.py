@@ -13,14 +13,15 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 
 
 class ThumbnailCache:
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, hard_max_pixels: int = 250_000_000):
         self.max_bytes = max_bytes
+        self.hard_max_pixels = hard_max_pixels
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, path: Path, size: int) -> bytes:
-        """JPEG bytes of `path` fitted into size x size (first frame, EXIF upright). Raises OSError/ValueError."""
+        """JPEG bytes of `path` fitted into size x size (first frame, EXIF upright). Raises MemeIndexError/OSError."""
         stat = path.stat()
         key = (str(path), size, stat.st_mtime_ns, stat.st_size)
         with self._lock:
@@ -28,7 +29,7 @@ class ThumbnailCache:
             if data is not None:
                 self._items.move_to_end(key)
                 return data
-        data = render(path, size)
+        data = render(path, size, self.hard_max_pixels)
         with self._lock:
             if key not in self._items:
                 self._items[key] = data
@@ -39,22 +40,17 @@ class ThumbnailCache:
         return data
 
 
-def render(path: Path, size: int) -> bytes:
-    from PIL import Image, ImageOps
+def render(path: Path, size: int, hard_max_pixels: int = 250_000_000) -> bytes:
+    """JPEG bytes of the first frame, through the one decoder (every mode, 16-bit, HEIC, EXIF rotation agree
+    with what the build analysed). Raises a MemeIndexError when the file no longer decodes."""
+    from PIL import Image
 
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))  # decode straight at a fraction of the size
-        img.seek(0)
-        frame = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
-        if frame.mode in ("RGBA", "LA", "P", "PA"):
-            frame = frame.convert("RGBA")
-            background = Image.new("RGB", frame.size, (255, 255, 255))
-            background.paste(frame, mask=frame.getchannel("A"))
-            frame = background
-        else:
-            frame = frame.convert("RGB")
-        frame.thumbnail((size, size), Image.LANCZOS)
-        out = io.BytesIO()
-        frame.save(out, "JPEG", quality=85, optimize=True)
-        return out.getvalue()
+    from ..images import decode
+
+    # size^2 decoded pixels always cover a size x size box: the longer side comes out >= size.
+    frame = decode(path, max_pixels=size * size, hard_max_pixels=hard_max_pixels, max_frames=1)[0]
+    picture = Image.fromarray(frame.rgb)
+    picture.thumbnail((size, size), Image.LANCZOS)
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
