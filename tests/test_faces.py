@@ -286,7 +286,7 @@ def test_tiles_cover_the_frame(w, h):
 
 
 def test_weighted_nms_merges_and_survives_degenerate_boxes():
-    from memeindex.regions import weighted_nms as _weighted_nms
+    from memeindex.faces.regions import weighted_nms as _weighted_nms
 
     kps = np.zeros((3, 6, 2))
     out = _weighted_nms(np.array([0.9, 0.6, 0.8]), np.array([[0, 0, 10, 10], [1, 1, 11, 11], [5, 5, 5, 5]]), kps)

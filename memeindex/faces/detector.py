@@ -30,14 +30,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .facemodels import (BLENDSHAPE_INPUT, BLENDSHAPE_NAMES, DETECT_SIDE, MESH_SIDE, BundleModels,  # noqa: F401
-                         blendshape_names, sigmoid, ssd_anchors)
-from .models import FACE_LANDMARKER, model_path
-from .regions import (Pyramid, iou, merge_boxes, same_face, tile_levels, tiles,  # noqa: F401
-                      weighted_nms)
-from .settings import Settings
+from ..models import FACE_LANDMARKER, model_path
+from ..settings import Settings
+from .bundle import BLENDSHAPE_INPUT, DETECT_SIDE, MESH_SIDE, BundleModels, sigmoid, ssd_anchors
+from .regions import Pyramid, iou, same_face, tile_levels, weighted_nms
 
 log = logging.getLogger(__name__)
+
+# What the index records as "the detector that analysed this file" (index facts and rows). Bump it whenever
+# detect() finds other faces on the same pixels: the next incremental build re-analyses the files an older
+# detector found no face in.
+DETECTOR_VERSION = "1"
 
 ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
 MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
