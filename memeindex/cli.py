@@ -60,15 +60,19 @@ def main(verbose: int) -> None:
 @click.option("--rebuild", is_flag=True, help="Re-analyze every file (after a model change).")
 @click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--backend", type=click.Choice(["pool", "inprocess", "ray"]), envvar="MEMEINDEX_BACKEND",
+              help="Where files are analysed: local processes (default), this process, or Ray.")
+@click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",
+              help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
 @JSON
-def build(images_dir, index_dir, rebuild, workers, progress, as_json):
+def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, as_json):
     """Index the faces of every image under IMAGES_DIR (incremental)."""
     from .indexer import build as run_build
 
     progress = sys.stderr.isatty() if progress is None else progress
     summary = run_build(images_dir, index_dir, Settings.from_env(), rebuild=rebuild, workers=workers,
-                        progress=progress)
-    click.echo(json.dumps(summary.__dict__) if as_json else summary.line())
+                        progress=progress, backend=backend, ray_address=ray_address)
+    click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
 
 
 @main.command()

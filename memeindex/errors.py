@@ -74,6 +74,18 @@ class BuildLocked(MemeIndexError):
     exit_code = 5
 
 
+class WorkerFailed(MemeIndexError):
+    """The analysis workers cannot run at all (they die while loading the models, Ray is missing)."""
+
+    exit_code = 1
+
+
+class IndexDamaged(MemeIndexError):
+    """`memeindex check` found a generation damaged (missing or unreadable files, counts that disagree)."""
+
+    exit_code = 10
+
+
 class RootMissing(MemeIndexError):
     """The image root is missing or empty; refusing to wipe the index."""
 

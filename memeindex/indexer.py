@@ -1,8 +1,10 @@
-"""build(): scan -> diff with the store (mark and sweep) -> analyze new files in workers -> publish atomically.
+"""build(): scan -> plan (mark and sweep) -> backend analyses the new files -> one generation published atomically.
 
 Incremental: a file whose size and mtime are unchanged keeps its rows untouched; a changed or new file is
 hashed, and content seen before (a rename, a copy, a touched file, a checkpoint of a killed build) reuses its
-rows; only truly new content is analyzed. Files with no face and files that failed are remembered too.
+rows; only truly new content is analyzed. Files with no face and files that failed are remembered too, except
+that a file an older detector found no face in is analysed again. The scan, the plan, checkpoints, the lock and
+the publish stay here (the driver) whatever the backend.
 """
 from __future__ import annotations
 
@@ -12,191 +14,188 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from . import store, vectors
-from .embedders import get_embedder
+from . import generation as gen
 from .errors import RootMissing
-from .indexdir import IndexDir
-from .models import sha256_file
-from .scan import walk
+from .generation import Checkpoints, FileRows, IndexDir, ImageRow
+from .plan import Plan, plan
+from .scan import fingerprint, walk
 from .settings import Settings
-from .workers import Task, run_tasks
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BuildSummary:
-    indexed: int = 0  # analyzed this run
+    """What a build did and what the index now holds. Every scanned entry is in exactly one of indexed,
+    unchanged, reused, skipped, ignored; images = indexed + unchanged + reused."""
+
+    indexed: int = 0  # analysed this run
     unchanged: int = 0
-    reused: int = 0  # new paths whose content was already known (renames, copies)
-    removed: int = 0
-    noface: int = 0  # of those analyzed this run
-    failed: int = 0  # of those analyzed this run
+    reused: int = 0  # new paths whose content was already known (renames, copies, checkpoints)
+    removed: int = 0  # paths of the previous generation that are gone
+    redetected: int = 0  # of indexed: files an older detector found no face in
+    skipped: int = 0  # found but unreadable (each logged with its reason)
+    ignored: int = 0  # not images (index.tsv, README, hidden files): no row
+    noface: int = 0  # files the index holds without a face
+    failed: int = 0  # files the index holds that failed (each with its reason in images.parquet)
+    failed_now: int = 0  # of indexed: failed this run
     images: int = 0  # files the index now accounts for
     faces: int = 0  # faces the index now holds
     seconds: float = 0.0
     model_id: str = ""
+    detector: str = ""
+    backend: str = ""
 
     def line(self) -> str:
         return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
-                "noface={noface} failed={failed} images={images} faces={faces} model={model_id} "
+                "redetected={redetected} skipped={skipped} ignored={ignored} noface={noface} failed={failed} "
+                "(new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
                 "in {seconds:.1f}s").format(**asdict(self))
 
-
-def _known(idx: IndexDir, model_id: str, dim: int, rebuild: bool) -> tuple[pa.Table, list[dict], pa.Table]:
-    """(previous faces, previous image rows, every face row whose content is known: previous + checkpoints)."""
-    empty = store.faces_schema(dim).empty_table()
-    prev_faces, prev_images = empty, []
-    gen = idx.current_or_none()
-    if gen is not None and not rebuild:
-        vectors.check_facts(vectors.read_facts(gen), model_id, dim, idx.path)
-        prev_faces = store.read_table(gen / "faces.parquet")
-        prev_images = store.read_table(gen / "images.parquet").to_pylist()
-    parts = [prev_faces]
-    for chunk in sorted(idx.partial.glob("faces-*.parquet")):
-        t = store.read_table(chunk)
-        if t.num_rows and t.column("model_id")[0].as_py() != model_id:
-            continue
-        parts.append(t.cast(empty.schema))
-    return prev_faces, prev_images, pa.concat_tables(parts)
-
-
-def _checkpoint_images(idx: IndexDir, model_id: str) -> list[dict]:
-    rows = []
-    for chunk in sorted(idx.partial.glob("images-*.parquet")):
-        if chunk.with_name(chunk.name.replace("images-", "faces-")).exists():
-            t = store.read_table(chunk)
-            if t.schema.metadata and t.schema.metadata.get(b"model_id", b"").decode() == model_id:
-                rows += t.to_pylist()
-    return rows
-
-
-def _write_checkpoint(idx: IndexDir, n: int, images: list[dict], faces: list[dict], model_id: str, dim: int):
-    idx.partial.mkdir(parents=True, exist_ok=True)
-    stamp = f"{int(time.time() * 1000)}-{n:05d}"
-    store.write_table(store.FaceRows.from_records(faces, dim).table, idx.partial / f"faces-{stamp}.parquet")
-    table = store.images_table(images)
-    table = table.replace_schema_metadata({**table.schema.metadata, b"model_id": model_id.encode()})
-    store.write_table(table, idx.partial / f"images-{stamp}.parquet")
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def build(root: Path, index_dir: Path | None = None, settings: Settings | None = None, rebuild: bool = False,
-          workers: int | None = None, progress: bool = False) -> BuildSummary:
+          workers: int | None = None, progress: bool = False, backend: str | None = None,
+          ray_address: str | None = None) -> BuildSummary:
     """Bring the index at `index_dir` up to date with the images under `root`."""
+    from .backends import get_backend
+    from .embedders import get_embedder
+    from .workers import detector_version
+
     started = time.monotonic()
     settings = settings or Settings.from_env()
     root = Path(root).expanduser().resolve()
     idx = IndexDir(index_dir or settings.index_dir)
     embedder = get_embedder(settings)
-    model_id, dim = embedder.model_id, embedder.dim
+    model_id, dim, detector = embedder.model_id, embedder.dim, detector_version()
+    backend_name = backend or settings.backend
     if not root.is_dir():
         raise RootMissing(f"image folder {root} does not exist: refusing to touch the index")
-    files = walk(root)
-    if not files:
+    scan = walk(root)
+    if not scan.files:
         raise RootMissing(f"image folder {root} holds no files: refusing to wipe the index")
+    summary = BuildSummary(model_id=model_id, detector=detector, backend=backend_name)
     with idx.lock():
         idx.clean_stale()
-        prev_faces, prev_images, known = _known(idx, model_id, dim, rebuild)
-        summary = BuildSummary(model_id=model_id)
-        prev_by_path = {r["path"]: r for r in prev_images}
-        image_by_sha = {r["sha256"]: r for r in prev_images + _checkpoint_images(idx, model_id)}
-        keep_paths, reuse, tasks, images = [], [], [], []
-        for f in files:
-            old = prev_by_path.get(f.rel)
-            if old and old["size"] == f.size and old["mtime_ns"] == f.mtime_ns:
-                keep_paths.append(f.rel)
-                images.append(old)
-                summary.unchanged += 1
-                continue
-            try:
-                sha = sha256_file(root / f.rel)
-            except OSError as exc:
-                log.warning("skipping %s: %s", f.rel, exc.strerror or exc)
-                continue
-            row = {"path": f.rel, "sha256": sha, "size": f.size, "mtime_ns": f.mtime_ns}
-            if sha in image_by_sha:
-                images.append({**image_by_sha[sha], **row})
-                reuse.append(row)
-                if old and old["sha256"] == sha:
-                    summary.unchanged += 1
-                else:
-                    summary.reused += 1
-            else:
-                tasks.append(Task(f.rel, str(root / f.rel), sha, f.size, f.mtime_ns))
-        summary.removed = len(set(prev_by_path) - {f.rel for f in files})
-        new_faces = _analyze(tasks, idx, settings, workers, progress, images, summary, model_id, dim)
-        faces = _assemble(prev_faces, keep_paths, known, reuse, new_faces)
-        if len(keep_paths) == len(prev_by_path) == len(images) and not rebuild and idx.current_or_none():
-            summary.images, summary.faces = len(images), faces.num_rows  # nothing changed: keep the generation
+        current = idx.current_or_none()
+        previous = gen.Generation(current) if current is not None else None
+        prev_images: list[ImageRow] = []
+        prev_faces = gen.faces_schema(dim).empty_table()
+        if previous is not None and not rebuild:
+            previous.check(model_id, dim)
+            prev_images = gen.image_rows(previous.images())
+            prev_faces = previous.faces()
+        checkpoints = Checkpoints(idx)
+        ck_images, ck_faces = checkpoints.read(model_id, dim)
+        work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
+                    gen.image_rows(ck_images))
+        for rel, reason in scan.skipped + work.skipped:
+            log.warning("skipping %s: %s", rel, reason)
+        for rel in work.ignored:
+            log.info("ignoring %s: not an image", rel)
+        scanned = {f.rel for f in scan.files}
+        gone = [r.path for r in prev_images] if not rebuild else \
+            gen.row_keys(previous.images(["path", "path_bytes"])) if previous is not None else []
+        summary.removed = sum(1 for p in gone if p not in scanned)
+        summary.skipped = len(scan.skipped) + len(work.skipped)
+        summary.ignored = len(work.ignored) + scan.hidden
+        summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect
+
+        be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
+        try:
+            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim)
+        finally:
+            be.close()
+        images = [*work.keep, *work.reuse, *(r.image for r in analysed)]
+        summary.images = len(images)
+        summary.noface = sum(r.status == "noface" for r in images)
+        summary.failed = sum(r.status == "failed" for r in images)
+        nothing_changed = (previous is not None and not rebuild and len(work.keep) == len(prev_images)
+                           and not work.reuse and not analysed and previous.facts.get("detector") == detector)
+        if nothing_changed:  # keep the generation: a re-run does no work, not even a rewrite
+            summary.faces = previous.facts.get("count", prev_faces.num_rows)
         else:
+            faces = _assemble(prev_faces, ck_faces, work, analysed, dim)
+            summary.faces = faces.num_rows
             summary.seconds = time.monotonic() - started
-            _publish(idx, faces, images, root, model_id, dim, summary)
+            _publish(idx, faces, images, root, model_id, dim, detector, summary)
+            checkpoints.clear()
     summary.seconds = time.monotonic() - started
     log.info("%s", summary.line())
     return summary
 
 
-def _analyze(tasks, idx, settings, workers, progress, images, summary, model_id, dim) -> list[dict]:
+def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, progress: bool,
+             summary: BuildSummary, model_id: str, dim: int) -> list[FileRows]:
     from tqdm import tqdm
 
-    new_faces, pending_images, pending_faces, n = [], [], [], 0
+    done: list[FileRows] = []
+    pending: list[FileRows] = []
+    n = 0
+    tasks = work.analyze
     bar = tqdm(total=len(tasks), desc="indexing", unit="img", disable=not progress or not tasks, leave=False)
-    for image, records in run_tasks(tasks, settings, workers or settings.workers):
-        bar.update(1)
-        summary.indexed += 1
-        if image["status"] == "failed":
-            summary.failed += 1
-            log.warning("skipping %s: %s", image["path"], image["reason"])
-        elif image["status"] == "noface":
-            summary.noface += 1
-        images.append(image)
-        new_faces += records
-        pending_images.append(image)
-        pending_faces += records
-        if len(pending_images) >= settings.checkpoint_every:
-            n += 1
-            _write_checkpoint(idx, n, pending_images, pending_faces, model_id, dim)
-            pending_images, pending_faces = [], []
-    bar.close()
-    return new_faces
+    try:
+        for rows in backend.analyze(tasks):
+            bar.update(1)
+            summary.indexed += 1
+            if rows.image.status == "failed":
+                summary.failed_now += 1
+                log.warning("skipping %s: %s", rows.image.path, rows.image.reason)
+            done.append(rows)
+            pending.append(rows)
+            if len(pending) >= settings.checkpoint_every:
+                n += 1
+                checkpoints.write(n, pending, model_id, dim)
+                pending = []
+    finally:
+        bar.close()
+    return done
 
 
-def _assemble(prev_faces: pa.Table, keep_paths: list[str], known: pa.Table, reuse: list[dict],
-              new_faces: list[dict]) -> pa.Table:
-    dim = known.schema.field("embedding").type.list_size
-    parts = [prev_faces.filter(pc.is_in(prev_faces.column("path"), pa.array(keep_paths, pa.string())))]
+def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: list[FileRows], dim: int) -> pa.Table:
+    """The face rows of the new generation: kept paths' rows, reused content's rows under their new paths, and
+    the rows of the files analysed now."""
+    parts = [gen.take_paths(prev_faces, (r.path for r in work.keep))]
+    reuse = [r for r in work.reuse if r.status == "faces"]
     if reuse:
+        known = pa.concat_tables([prev_faces, ck_faces])
         # One source path per content hash, so a file copied twice does not double its faces.
         rows_by_sha: dict[str, list[int]] = {}
         first_path: dict[str, str] = {}
-        for i, (sha, path) in enumerate(zip(known.column("sha256").to_pylist(), known.column("path").to_pylist())):
+        for i, (sha, path) in enumerate(zip(known.column("sha256").to_pylist(), gen.row_keys(known))):
             if first_path.setdefault(sha, path) == path:
                 rows_by_sha.setdefault(sha, []).append(i)
         for row in reuse:
-            idx = rows_by_sha.get(row["sha256"], [])
-            if idx:
-                t = known.take(idx)
-                for name in ("path", "size", "mtime_ns"):
-                    col = pa.array([row[name]] * t.num_rows, t.schema.field(name).type)
-                    t = t.set_column(t.schema.get_field_index(name), name, col)
-                parts.append(t)
-    parts.append(store.FaceRows.from_records(new_faces, dim).table)
-    return pa.concat_tables(parts).sort_by([("path", "ascending"), ("frame", "ascending"), ("face", "ascending")])
+            taken = rows_by_sha.get(row.sha256, [])
+            parts.append(gen.retag(known.take(taken), row.path, row.sha256, row.size, row.mtime_ns))
+    parts.append(gen.faces_table([f for r in analysed for f in r.faces], dim))
+    return gen.sort_faces(pa.concat_tables(parts))
 
 
-def _publish(idx: IndexDir, faces: pa.Table, images: list[dict], root: Path, model_id: str, dim: int,
-             summary: BuildSummary) -> None:
-    images = sorted(images, key=lambda r: r["path"])
-    summary.images, summary.faces = len(images), faces.num_rows
-    gen = idx.new_generation()
-    store.write_table(faces, gen / "faces.parquet")
-    store.write_table(store.images_table(images), gen / "images.parquet")
-    index = vectors.build_index(store.FaceRows(faces).embeddings(), dim)
-    vectors.write_index(index, gen)
-    vectors.write_facts(gen, model_id=model_id, dim=dim, count=faces.num_rows, images=len(images),
-                        root=str(root), summary=asdict(summary))
-    idx.publish(gen)
-    for chunk in idx.partial.glob("*.parquet"):  # folded into the published generation
-        chunk.unlink(missing_ok=True)
+def _templates(images: pa.Table, faces: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Near-duplicate groups (the `template` columns), when this version groups them."""
+    try:
+        from .templates import assign
+    except ImportError:
+        return images, faces
+    groups = assign(images, faces)
+    for name in ("images", "faces"):
+        table = images if name == "images" else faces
+        col = pa.array([groups.get(p, "") for p in table.column("path").to_pylist()], pa.string())
+        table = table.set_column(table.schema.get_field_index("template"), "template", col)
+        images, faces = (table, faces) if name == "images" else (images, table)
+    return images, faces
+
+
+def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path, model_id: str, dim: int,
+             detector: str, summary: BuildSummary) -> None:
+    from . import vectors
+
+    images_table = gen.sort_images(gen.images_table(images))
+    images_table, faces = _templates(images_table, faces)
+    index = vectors.build_index(gen.embeddings(faces), dim)
+    gen.write_generation(idx, faces, images_table, index, model_id=model_id, dim=dim, detector=detector,
+                         root=str(root), summary=summary.to_dict())

@@ -1,47 +1,114 @@
-"""Walk an image root: every regular file below it, dotfiles and dot-folders skipped, symlink loops safe."""
+"""Walk an image root: every regular file below it, with what was skipped and why; fingerprint a file.
+
+Policy (README "What a build indexes"):
+- dotfiles and dot-folders are skipped silently (they are hidden on purpose);
+- folder symlinks are not followed (a loop cannot trap us);
+- a file symlink is followed when its target is a regular file *inside* the root; one pointing outside the root is
+  skipped with a reason (the server serves files under the root only, so it could never be shown);
+- FIFOs, sockets and devices are skipped with a reason: reading them would hang;
+- a file whose name is not valid UTF-8 is indexed like any other (see generation.stored_path).
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .plan import Fingerprint, Scanned
 
 log = logging.getLogger(__name__)
 
+ImageFile = Scanned  # one scanned file: rel (posix, relative to the root: the key of the index), size, mtime_ns
 
-@dataclass(frozen=True)
-class ImageFile:
-    rel: str  # posix path relative to the root: the key of the store
-    size: int
-    mtime_ns: int
+# First bytes of the formats Pillow (and pillow-heif) read; a file with none of them and no image extension is
+# not an image (an index.tsv, a README) and is ignored rather than counted as failed.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00",
+               b"8BPS", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51",
+               b"qoif", b"DDS ", b"icns", b"\x76\x2f\x31\x01")
+_FTYP_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+                     ".heic", ".heif", ".avif", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".jp2",
+                     ".j2k", ".qoi", ".dds", ".icns", ".pcx", ".sgi", ".xbm", ".apng"}
 
 
-def walk(root: Path) -> list[ImageFile]:
-    """Candidate files below `root`, sorted by path. The content decides later what is an image, not the name.
+@dataclass
+class ScanResult:
+    files: list[Scanned] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    hidden: int = 0  # dotfiles and dot-folders, not looked into
 
-    Folder symlinks are not followed (a loop cannot trap us); file symlinks are, when they point at a regular
-    file. FIFOs, sockets and devices are skipped: reading them would hang.
-    """
+
+def walk(root: Path) -> ScanResult:
+    """Candidate files below `root`, sorted by path. The content decides later what is an image, not the name."""
     root = Path(root)
-    found: list[ImageFile] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_log_walk_error):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    real_root = os.path.realpath(root)
+    out = ScanResult()
+
+    def on_error(exc: OSError) -> None:
+        out.skipped.append((_rel(exc.filename, root), exc.strerror or str(exc)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
+        visible = sorted(d for d in dirnames if not d.startswith("."))
+        out.hidden += len(dirnames) - len(visible)
+        for d in [d for d in visible if os.path.islink(os.path.join(dirpath, d))]:
+            out.skipped.append((_rel(os.path.join(dirpath, d), root), "symlink to a folder (not followed)"))
+            visible.remove(d)
+        dirnames[:] = visible
         for name in sorted(filenames):
             if name.startswith("."):
+                out.hidden += 1
                 continue
             path = os.path.join(dirpath, name)
+            rel = _rel(path, root)
             try:
                 st = os.stat(path)  # follows a file symlink
             except OSError as exc:
-                log.warning("skipping %s: %s", path, exc.strerror or exc)
+                out.skipped.append((rel, exc.strerror or str(exc)))
                 continue
             if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISDIR(st.st_mode):  # a symlink to a folder is simply not followed
+                    out.skipped.append((rel, "not a regular file"))
                 continue
-            rel = Path(path).relative_to(root).as_posix()
-            found.append(ImageFile(rel=rel, size=st.st_size, mtime_ns=st.st_mtime_ns))
-    return found
+            if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
+                out.skipped.append((rel, "symlink to a file outside the image folder"))
+                continue
+            out.files.append(Scanned(rel=rel, size=st.st_size, mtime_ns=st.st_mtime_ns))
+    out.files.sort(key=lambda f: f.rel)
+    return out
 
 
-def _log_walk_error(exc: OSError) -> None:
-    log.warning("skipping %s: %s", exc.filename, exc.strerror or exc)
+def _rel(path: str, root: Path) -> str:
+    return Path(path).relative_to(root).as_posix()
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def looks_like_image(head: bytes, name: str) -> bool:
+    """An image signature in the first bytes, or an image extension (a broken .jpg is a failed image, not
+    something to ignore)."""
+    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return True
+    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
+        return True
+    return os.path.splitext(name)[1].lower() in _IMAGE_EXTENSIONS
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(path: str | Path) -> Fingerprint:
+    """sha256 of the file and whether it looks like an image, in one read. Raises OSError."""
+    h = hashlib.sha256()
+    head = b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if not head:
+                head = chunk[:16]
+            h.update(chunk)
+    return Fingerprint(sha256=h.hexdigest(), image=looks_like_image(head, os.fsdecode(path)))

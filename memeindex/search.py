@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store, vectors
+from . import generation, vectors
 from .errors import NoFace
 from .faces import Face
-from .indexdir import IndexDir
+from .generation import IndexDir
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,21 @@ class _Generation:
     """One published generation, loaded: the FAISS index and the columns a match needs."""
 
     def __init__(self, folder: Path, model_id: str, dim: int):
-        self.facts = vectors.read_facts(folder)
-        vectors.check_facts(self.facts, model_id, dim, folder.parent)
-        self.index = vectors.read_index(folder)
-        t = store.read_table(folder / "faces.parquet", ["path", "sha256", "frame", "box"])
-        self.paths = t.column("path").to_pylist()
+        gen = generation.Generation(folder)
+        self.facts = gen.facts
+        gen.check(model_id, dim)
+        self.index = gen.read_index()
+        t = gen.faces(["path", "sha256", "frame", "box"])
+        self.paths = t.column("path").to_pylist()  # display text (odd bytes of a non-UTF-8 name as \xNN)
         self.shas = t.column("sha256").to_pylist()
         self.frames = t.column("frame").to_pylist()
         self.boxes = np.asarray(t.column("box").combine_chunks().values, np.float32).reshape(-1, 4)
         self.root = Path(self.facts["root"])
-        images = store.read_table(folder / "images.parquet", ["path", "sha256", "status"]).to_pylist()
-        self.files = {r["sha256"][:16]: r["path"] for r in images if r["status"] != "failed"}
+        images = gen.images(["path", "path_bytes", "sha256", "status"])
+        keys = generation.row_keys(images)  # the exact file names, for opening them
+        self.files = {sha[:16]: key for key, sha, status in zip(keys, images.column("sha256").to_pylist(),
+                                                                 images.column("status").to_pylist())
+                      if status != "failed"}
 
 
 class Searcher:

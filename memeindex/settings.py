@@ -43,6 +43,10 @@ class Settings:
     second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
     weak_distance: float = 0.6  # matches farther than this are labelled weak
     checkpoint_every: int = 64  # files per resume checkpoint: a killed build loses at most this much work
+    backend: str = "pool"  # where a build analyses files: pool (local processes) | inprocess | ray
+    ray_address: str = ""  # the Ray cluster of the ray backend ("" = start a local Ray)
+    file_timeout: float = 120.0  # seconds one file may take in a worker before it is killed and the file failed
+    max_file_bytes: int = 512 * 1024 * 1024  # a bigger file fails unread
     # The service
     max_upload_bytes: int = 10 * 1024 * 1024  # larger uploads get 413
     max_k: int = 20

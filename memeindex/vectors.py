@@ -1,21 +1,14 @@
-"""FAISS flat-L2 index over the face embeddings (id = Parquet row position) and the JSON of its facts.
+"""FAISS flat-L2 index over the face embeddings (id = Parquet row position).
 
-The facts file says which model made the vectors; loading refuses a mismatch rather than mixing two models.
+File names and the facts beside the index live in generation.py; this module only makes, reads, writes and
+searches FAISS indexes.
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
-
-from .errors import IndexMismatch
-from .store import SCHEMA_VERSION
-
-INDEX_FILE = "index.faiss"
-FACTS_FILE = "index.json"
 
 
 def build_index(vectors: np.ndarray, dim: int):
@@ -27,44 +20,18 @@ def build_index(vectors: np.ndarray, dim: int):
     return index
 
 
-def write_index(index, folder: Path) -> None:
+def write_index(index, path: Path) -> None:
     import faiss
 
-    tmp = folder / f"{INDEX_FILE}.tmp{os.getpid()}"
+    tmp = Path(f"{path}.tmp{os.getpid()}")
     faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / INDEX_FILE)
+    os.replace(tmp, path)
 
 
-def read_index(folder: Path):
+def read_index(path: Path):
     import faiss
 
-    return faiss.read_index(str(folder / INDEX_FILE))
-
-
-def write_facts(folder: Path, **facts) -> dict:
-    facts = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             **facts}
-    tmp = folder / f"{FACTS_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(facts, indent=2) + "\n")
-    os.replace(tmp, folder / FACTS_FILE)
-    return facts
-
-
-def read_facts(folder: Path) -> dict:
-    return json.loads((folder / FACTS_FILE).read_text())
-
-
-def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path) -> None:
-    """Refuse an index of another schema or model: its vectors mean nothing to this embedder."""
-    hint = "rebuild it: memeindex build IMAGES_DIR --rebuild"
-    if facts.get("schema_version") != SCHEMA_VERSION:
-        raise IndexMismatch(f"index {where} has schema {facts.get('schema_version')}, this memeindex reads "
-                            f"schema {SCHEMA_VERSION}: {hint}")
-    if model_id is not None and facts.get("model_id") != model_id:
-        raise IndexMismatch(f"index {where} was built with model {facts.get('model_id')}, the current model is "
-                            f"{model_id}: {hint}")
-    if dim is not None and facts.get("dim") != dim:
-        raise IndexMismatch(f"index {where} holds {facts.get('dim')}-d vectors, the model makes {dim}-d: {hint}")
+    return faiss.read_index(str(path))
 
 
 def search(index, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,27 +1,23 @@
-"""Worker processes that turn files into face rows. One FaceAnalyzer per process (it is not picklable)."""
+"""The analysis of one file, as every backend runs it: bytes -> frames -> faces -> the file's rows.
+
+`Analysis` holds the models (a FaceAnalyzer: not picklable, one per process or Ray actor). It reads the file
+once, hashes exactly the bytes it decodes and describes the rows with that hash and the size/mtime of the file
+it read, so a file replaced between the scan and the analysis can never get rows of one content under the hash
+of another (the images and faces tables always agree).
+"""
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import sys
-from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import MemeIndexError
+from .generation import FileRef, FileRows, file_rows
+from .plan import Task
+from .scan import sha256_bytes
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-_analyzer = None  # this process's FaceAnalyzer
-
-
-@dataclass(frozen=True)
-class Task:
-    rel: str
-    path: str
-    sha256: str
-    size: int
-    mtime_ns: int
 
 
 def silence_native_stderr() -> None:
@@ -31,62 +27,84 @@ def silence_native_stderr() -> None:
     os.close(devnull)
 
 
-def _init(settings: Settings, quiet: bool) -> None:
-    global _analyzer
-    if quiet:
-        silence_native_stderr()
-    from .pipeline import FaceAnalyzer
+def detector_version() -> str:
+    from .faces import DETECTOR_VERSION
 
-    _analyzer = FaceAnalyzer(settings)  # settings.embedder names the model
+    return DETECTOR_VERSION
 
 
-def analyze_task(task: Task) -> tuple[dict, list[dict]]:
-    """(image row, face records) for one file. Never raises: a bad file becomes a 'failed' row with its reason."""
-    image = {"path": task.rel, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns,
-             "status": "noface", "faces": 0, "reason": ""}
+def _perceptual_hash():
     try:
-        faces = _analyzer.analyze(task.path)
-    except MemeIndexError as exc:
-        return {**image, "status": "failed", "reason": str(exc)}, []
-    except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)
-        return {**image, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}, []
-    records, per_frame = [], {}
-    model_id = _analyzer.embedder.model_id
-    for face in faces:
-        number = per_frame.get(face.frame, 0)
-        per_frame[face.frame] = number + 1
-        records.append({"path": task.rel, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns,
-                        "frame": face.frame, "face": number, "box": list(face.box), "score": face.score,
-                        "blendshapes": face.blendshapes, "embedding": face.embedding, "model_id": model_id})
-    if records:
-        image.update(status="faces", faces=len(records))
-    return image, records
+        from .templates import perceptual_hash
+    except ImportError:  # near-duplicate grouping not in this version: phash stays "" (unknown)
+        return None
+    return perceptual_hash
 
 
-def _main_reimportable() -> bool:
-    """Worker processes re-import the main script; one read from stdin or `-c` cannot be, and its pool would
-    respawn failing workers forever."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    return path is None or os.path.isfile(path)
+class Analysis:
+    """Models loaded once; `run(task)` never raises for a bad file: it becomes a `failed` row with its reason."""
 
+    def __init__(self, settings: Settings, root: str | Path | None = None):
+        from .pipeline import FaceAnalyzer
 
-def run_tasks(tasks: list[Task], settings: Settings, workers: int):
-    """Yield (image row, face records) as files finish, in any order, from `workers` processes."""
-    global _analyzer
-    if not tasks:
-        return
-    if not _main_reimportable():
-        log.info("analyzing in this process: the main script cannot be re-imported by worker processes")
-        _init(settings, quiet=False)
+        self.settings = settings
+        self.root = Path(root) if root is not None else None
+        self.analyzer = FaceAnalyzer(settings)  # settings.embedder names the model
+        self.model_id = self.analyzer.embedder.model_id
+        self.detector = detector_version()
+        self._phash = _perceptual_hash()
+
+    def read(self, task: Task) -> tuple[bytes, FileRef]:
+        """The file's bytes and the FileRef describing exactly them. Raises OSError / MemeIndexError."""
+        return read_file(self.root / task.rel, task, self.settings.max_file_bytes)
+
+    def run(self, task: Task) -> FileRows:
         try:
-            yield from map(analyze_task, tasks)
-        finally:
-            _analyzer.close()
-            _analyzer = None
-        return
-    workers = max(1, min(workers, len(tasks)))
-    # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
-    ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ctx.Pool(workers, initializer=_init, initargs=(settings, True)) as pool:
-        chunk = max(1, min(8, len(tasks) // (workers * 8)))
-        yield from pool.imap_unordered(analyze_task, tasks, chunksize=chunk)
+            data, ref = self.read(task)
+        except OSError as exc:
+            return self.failed(task, f"cannot read: {exc.strerror or exc}")
+        except MemeIndexError as exc:
+            return self.failed(task, str(exc))
+        return self.run_bytes(ref, data)
+
+    def run_bytes(self, ref: FileRef, data: bytes) -> FileRows:
+        phash = ""
+        try:
+            frames = self.analyzer.frames(data)
+            if self._phash is not None and frames:
+                phash = self._phash(frames[0].rgb)
+            faces = [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
+        except MemeIndexError as exc:
+            return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)
+            return file_rows(ref, model_id=self.model_id, detector=self.detector,
+                             reason=f"{type(exc).__name__}: {exc}")
+        return file_rows(ref, faces, model_id=self.model_id, detector=self.detector, phash=phash)
+
+    def failed(self, task: Task, reason: str) -> FileRows:
+        return failed_rows(task, reason, self.model_id, self.detector)
+
+    def close(self) -> None:
+        self.analyzer.close()
+
+
+def failed_rows(task: Task, reason: str, model_id: str, detector: str) -> FileRows:
+    ref = FileRef(task.rel, task.sha256, task.size, task.mtime_ns)
+    return file_rows(ref, model_id=model_id, detector=detector, reason=reason)
+
+
+def read_file(path: Path, task: Task, max_bytes: int) -> tuple[bytes, FileRef]:
+    """Bytes of `path` and their FileRef (sha256 of these bytes, size/mtime of the file they came from)."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > max_bytes:
+            from .errors import ImageTooLarge
+
+            raise ImageTooLarge(f"file of {st.st_size} bytes is over the {max_bytes}-byte limit "
+                                "(MEMEINDEX_MAX_FILE_BYTES)")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        from .errors import ImageTooLarge
+
+        raise ImageTooLarge(f"file grew over the {max_bytes}-byte limit while being read")
+    return data, FileRef(task.rel, sha256_bytes(data), len(data), st.st_mtime_ns)

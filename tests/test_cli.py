@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from memeindex.cli import main
-from memeindex.indexdir import IndexDir
+from memeindex.generation import IndexDir
 
 
 def run(*args, env=None):

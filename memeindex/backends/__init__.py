@@ -1,0 +1,54 @@
+"""The analysis seam: a backend turns planned tasks into file rows (decode -> faces -> embed -> rows).
+
+Everything else of a build stays on the driver: the scan, the plan (mark and sweep), checkpoints, the lock and
+the atomic publish. A backend only computes; it yields one `FileRows` per task, in any order, and never raises for
+one bad file (a crash, a hang past the per-file time limit or an undecodable file is that file's `failed` row).
+
+    inprocess  this process, one file at a time (tests, tiny folders, scripts read on stdin)
+    pool       local worker processes, one per core by default (the default)
+    ray        Ray actors, each holding the models; a local Ray or a cluster (`--ray-address`, `[ray]` extra)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+from ..generation import FileRows
+from ..plan import Task
+from ..settings import Settings
+
+BACKENDS = ("pool", "inprocess", "ray")
+
+
+class Backend(Protocol):
+    def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def get_backend(name: str, root: Path, settings: Settings, model_id: str, workers: int | None = None,
+                ray_address: str | None = None) -> Backend:
+    """A backend by name; `workers` processes/actors (default: settings.workers). `model_id` tags the rows the
+    driver writes itself (a file whose worker died)."""
+    from ..errors import BadSetting
+
+    workers = max(1, workers or settings.workers)
+    if name == "pool":
+        from .pool import PoolBackend, main_reimportable
+
+        if main_reimportable():
+            return PoolBackend(root, settings, model_id, workers)
+        from .inprocess import InProcessBackend
+
+        return InProcessBackend(root, settings)
+    if name == "inprocess":
+        from .inprocess import InProcessBackend
+
+        return InProcessBackend(root, settings)
+    if name == "ray":
+        from .ray import RayBackend
+
+        return RayBackend(root, settings, model_id, workers, ray_address or settings.ray_address or None)
+    raise BadSetting(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,28 @@
+"""Analysis in the calling process: no start-up cost, no isolation (a native crash takes the build with it)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..generation import FileRows
+from ..plan import Task
+from ..settings import Settings
+
+
+class InProcessBackend:
+    def __init__(self, root: Path, settings: Settings):
+        self.root, self.settings = root, settings
+        self._analysis = None
+
+    def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
+        for task in tasks:
+            if self._analysis is None:  # models load on the first file: a build with nothing to do loads none
+                from ..workers import Analysis
+
+                self._analysis = Analysis(self.settings, self.root)
+            yield self._analysis.run(task)
+
+    def close(self) -> None:
+        if self._analysis is not None:
+            self._analysis.close()
+            self._analysis = None

@@ -1,0 +1,173 @@
+"""Local worker processes, one file at a time each, supervised by the driver.
+
+Not a multiprocessing.Pool: a Pool whose worker dies (the OOM killer, a native crash on a hostile file) loses
+that task and waits for it forever. Here each worker has its own pipe and the driver knows which file each one
+holds, so a worker that dies, or a file that runs past `settings.file_timeout` (the worker is then killed), makes
+that one file `failed` with the reason; a fresh worker takes its place and the build goes on.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import MemeIndexError, WorkerFailed
+from ..generation import FileRows
+from ..plan import Task
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def main_reimportable() -> bool:
+    """Worker processes re-import the main script; one read from stdin or `-c` cannot be, and its workers would
+    fail to start."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+def _worker_main(conn, root: str, settings: Settings, quiet: bool) -> None:
+    if quiet:
+        from ..workers import silence_native_stderr
+
+        silence_native_stderr()
+    try:
+        from ..workers import Analysis
+
+        analysis = Analysis(settings, root)
+    except BaseException as exc:  # noqa: BLE001 (reported to the driver, which raises it)
+        conn.send(("init_error", exc if isinstance(exc, MemeIndexError) else WorkerFailed(
+            f"a worker could not load the models: {type(exc).__name__}: {exc}")))
+        return
+    conn.send(("ready", os.getpid()))
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:  # the driver is gone
+                return
+            if task is None:
+                return
+            conn.send(("done", analysis.run(task)))
+    finally:
+        analysis.close()
+
+
+class _Worker:
+    def __init__(self, ctx, root: str, settings: Settings):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, root, settings, True), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: Task | None = None
+        self.started = 0.0
+
+    def give(self, task: Task) -> None:
+        self.task, self.started = task, time.monotonic()
+        self.conn.send(task)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(2)
+        self.conn.close()
+
+
+class PoolBackend:
+    def __init__(self, root: Path, settings: Settings, model_id: str, workers: int):
+        self.root, self.settings, self.model_id, self.workers = str(root), settings, model_id, workers
+        from ..workers import detector_version
+
+        self.detector = detector_version()
+        # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
+        self._ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        self.pids: list[int] = []  # worker pids, for tests and monitors
+
+    def _failed(self, task: Task, reason: str) -> FileRows:
+        from ..workers import failed_rows
+
+        return failed_rows(task, reason, self.model_id, self.detector)
+
+    def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
+        pending = deque(tasks)
+        if not pending:
+            return
+        timeout = self.settings.file_timeout
+        n = max(1, min(self.workers, len(pending)))
+        workers = [_Worker(self._ctx, self.root, self.settings) for _ in range(n)]
+        deaths_before_ready = 0
+        try:
+            while pending or any(w.task for w in workers):
+                for w in workers:
+                    if w.ready and w.task is None and pending:
+                        w.give(pending.popleft())
+                now = time.monotonic()
+                deadlines = [w.started + timeout - now for w in workers if w.task is not None]
+                wait_s = max(0.0, min(deadlines)) if deadlines and timeout > 0 else None
+                handles = [w.conn for w in workers] + [w.process.sentinel for w in workers]
+                wait(handles, timeout=wait_s)
+                for i, w in enumerate(workers):
+                    replace, rows = False, None
+                    try:
+                        message = w.conn.recv() if w.conn.poll() else None
+                    except (EOFError, OSError):
+                        message = None
+                        replace = True
+                    if message is not None:
+                        kind, value = message
+                        if kind == "ready":
+                            w.ready = True
+                            self.pids.append(value)
+                        elif kind == "done":
+                            rows, w.task = value, None
+                        elif kind == "init_error":
+                            raise value
+                    if rows is not None:
+                        yield rows
+                        continue
+                    if not w.process.is_alive():
+                        replace = True
+                    if replace:
+                        code = w.process.exitcode
+                        if w.task is not None:
+                            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                            yield self._failed(w.task, f"the worker analysing it died ({why})")
+                        elif not w.ready:
+                            deaths_before_ready += 1
+                            if deaths_before_ready > 2 * n:
+                                raise WorkerFailed("worker processes keep dying while loading the models")
+                        w.kill()
+                        workers[i] = _Worker(self._ctx, self.root, self.settings)
+                    elif timeout > 0 and w.task is not None and time.monotonic() - w.started > timeout:
+                        yield self._failed(w.task, f"took longer than the {timeout:g} s per-file limit "
+                                                   "(MEMEINDEX_FILE_TIMEOUT)")
+                        w.task = None
+                        w.kill()
+                        workers[i] = _Worker(self._ctx, self.root, self.settings)
+        finally:
+            for w in workers:
+                if w.task is None and w.ready:
+                    w.stop()
+                else:
+                    w.kill()
+
+    def close(self) -> None:
+        pass

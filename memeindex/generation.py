@@ -1,0 +1,589 @@
+"""The on-disk index: the one place that spells its layout, schema, facts, rows, checkpoints and publishing.
+
+An index folder holds published generations (`gen-*/`), a `CURRENT` pointer naming the live one, a `.lock` and
+`partial/` checkpoints of a build in progress. A generation is four files:
+
+    faces.parquet   one row per face; row position = FAISS id
+    images.parquet  one row per file seen (status faces / noface / failed, with the reason a file failed)
+    index.faiss     the vectors of faces.parquet, in row order
+    index.json      the facts: schema version, model, detector, dim, counts, root, index type, summary
+
+A build writes a whole generation into a temp folder, renames it into place, then renames a new `CURRENT` over
+the old one: readers see the last good generation until the very last rename, and a killed build leaves it
+untouched. The previous generation is kept one build longer, so a reader that has just followed the old pointer
+can still open it. Plain Parquet: pandas, duckdb and polars read the tables as they are.
+
+Paths: `path` is the file's path relative to the root, posix, as text. A name that is not valid UTF-8 (possible on
+Linux) is shown with its odd bytes as `\\xNN` and its exact bytes are kept in `path_bytes` (null for every other
+file), so it round-trips: `fs_path()` gives back the name `os.open` needs. In memory a path is Python's
+surrogate-escaped `str` (what `os.walk` returns), and `stored_path()` / `fs_path()` convert both ways.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import BuildLocked, IndexMismatch, IndexMissing
+
+log = logging.getLogger(__name__)
+
+# -- layout --------------------------------------------------------------------------------------------------------
+FACES_FILE = "faces.parquet"
+IMAGES_FILE = "images.parquet"
+INDEX_FILE = "index.faiss"
+FACTS_FILE = "index.json"
+CURRENT = "CURRENT"
+PARTIAL = "partial"
+LOCK = ".lock"
+GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)
+
+# -- schema --------------------------------------------------------------------------------------------------------
+SCHEMA_VERSION = 2
+N_BLENDSHAPES = 52
+STATUSES = ("faces", "noface", "failed")
+_META = b"memeindex_schema"
+_MODEL_META = b"model_id"
+
+
+def faces_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        ("path", pa.string()),  # relative to the root, posix; see the module docstring for odd names
+        ("path_bytes", pa.binary()),  # the exact name when it is not UTF-8, else null
+        ("sha256", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("frame", pa.int32()),
+        ("face", pa.int32()),  # face number within its frame, largest first
+        ("box", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in the file's own (EXIF-upright) pixels
+        ("score", pa.float32()),
+        ("blendshapes", pa.list_(pa.float32(), N_BLENDSHAPES)),
+        ("embedding", pa.list_(pa.float32(), dim)),
+        ("model_id", pa.string()),
+        ("template", pa.string()),  # template (near-duplicate group) id; "" until grouped
+        ("detector", pa.string()),  # detector version that found this face
+    ], metadata={_META: str(SCHEMA_VERSION).encode()})
+
+
+IMAGES_SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("path_bytes", pa.binary()),
+    ("sha256", pa.string()),
+    ("size", pa.int64()),
+    ("mtime_ns", pa.int64()),
+    ("status", pa.string()),  # faces | noface | failed
+    ("faces", pa.int32()),
+    ("reason", pa.string()),  # why a file failed; empty otherwise
+    ("phash", pa.string()),  # 16 hex chars: 64-bit perceptual hash of the first frame; "" if unknown
+    ("template", pa.string()),  # template id; "" until grouped
+    ("detector", pa.string()),  # detector version that analysed the file
+], metadata={_META: str(SCHEMA_VERSION).encode()})
+
+
+# -- paths ---------------------------------------------------------------------------------------------------------
+def stored_path(rel: str) -> tuple[str, bytes | None]:
+    """(text shown and stored in `path`, exact bytes for `path_bytes` or None) of an in-memory relative path."""
+    try:
+        rel.encode("utf-8")
+        return rel, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(rel)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def fs_path(path: str, path_bytes: bytes | None) -> str:
+    """The in-memory (surrogate-escaped) relative path of a stored row: what `os.open(root / it)` needs."""
+    return os.fsdecode(path_bytes) if path_bytes is not None else path
+
+
+def row_keys(table: pa.Table) -> list[str]:
+    """The in-memory relative path of every row of a faces or images table."""
+    paths = table.column("path").to_pylist()
+    if "path_bytes" not in table.column_names or table.column("path_bytes").null_count == table.num_rows:
+        return paths
+    return [fs_path(p, b) for p, b in zip(paths, table.column("path_bytes").to_pylist())]
+
+
+# -- rows: the one typed constructor of each -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileRef:
+    """A file as analysed: its relative path and the size, mtime and sha256 of the bytes that were read."""
+
+    rel: str
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ImageRow:
+    path: str  # in-memory relative path (surrogate-escaped str)
+    sha256: str
+    size: int
+    mtime_ns: int
+    status: str
+    faces: int = 0
+    reason: str = ""
+    phash: str = ""
+    template: str = ""
+    detector: str = ""
+
+
+@dataclass
+class FaceRow:
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    frame: int
+    face: int
+    box: tuple
+    score: float
+    blendshapes: np.ndarray
+    embedding: np.ndarray
+    model_id: str
+    template: str = ""
+    detector: str = ""
+
+
+@dataclass
+class FileRows:
+    """What the analysis of one file gives: its image row and its face rows (picklable; crosses processes)."""
+
+    image: ImageRow
+    faces: list[FaceRow] = field(default_factory=list)
+
+
+def file_rows(ref: FileRef, faces: Sequence | None = None, *, model_id: str, detector: str, phash: str = "",
+              reason: str = "") -> FileRows:
+    """The rows of one analysed file. `faces` are memeindex.faces.Face objects with `.embedding` set, in
+    detection order; `reason` set means the file failed."""
+    if reason:
+        return FileRows(ImageRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, "failed", 0, reason, phash, "",
+                                 detector))
+    rows, per_frame = [], {}
+    for face in faces or ():
+        number = per_frame.get(face.frame, 0)
+        per_frame[face.frame] = number + 1
+        rows.append(FaceRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, int(face.frame), number,
+                            tuple(float(v) for v in face.box), float(face.score),
+                            np.asarray(face.blendshapes, np.float32), np.asarray(face.embedding, np.float32),
+                            model_id, "", detector))
+    status = "faces" if rows else "noface"
+    return FileRows(ImageRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, status, len(rows), "", phash, "",
+                             detector), rows)
+
+
+def images_table(rows: Iterable[ImageRow]) -> pa.Table:
+    rows = list(rows)
+    cols = {f.name: [getattr(r, f.name) for r in rows] for f in fields(ImageRow)}
+    cols["path"], cols["path_bytes"] = _split_paths(cols["path"])
+    return pa.table({name: cols[name] for name in IMAGES_SCHEMA.names}, schema=IMAGES_SCHEMA)
+
+
+def faces_table(rows: Sequence[FaceRow], dim: int) -> pa.Table:
+    schema = faces_schema(dim)
+    if not rows:
+        return schema.empty_table()
+    cols = {f.name: [getattr(r, f.name) for r in rows] for f in fields(FaceRow)}
+    cols["path"], cols["path_bytes"] = _split_paths(cols["path"])
+    for name in ("box", "blendshapes", "embedding"):
+        flat = np.asarray(cols[name], dtype=np.float32).reshape(-1)
+        cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()),
+                                                       schema.field(name).type.list_size)
+    return pa.table({name: cols[name] for name in schema.names}, schema=schema)
+
+
+def image_rows(table: pa.Table) -> list[ImageRow]:
+    """Rows of an images table (any schema version) as ImageRow, paths in memory form."""
+    table = migrate_images(table)
+    keys = row_keys(table)
+    names = [f.name for f in fields(ImageRow) if f.name != "path"]
+    cols = {n: table.column(n).to_pylist() for n in names}
+    return [ImageRow(keys[i], **{n: cols[n][i] for n in names}) for i in range(table.num_rows)]
+
+
+def embeddings(faces: pa.Table) -> np.ndarray:
+    """The embedding column as an (n, dim) float32 array, in row order (= FAISS ids)."""
+    col = faces.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+
+
+def _split_paths(keys: list[str]) -> tuple[list[str], list[bytes | None]]:
+    pairs = [stored_path(k) for k in keys]
+    return [p for p, _ in pairs], [b for _, b in pairs]
+
+
+# -- migrations ----------------------------------------------------------------------------------------------------
+def table_schema_version(table: pa.Table) -> int:
+    meta = table.schema.metadata or {}
+    return int(meta.get(_META, b"1"))
+
+
+def _add_default(table: pa.Table, name: str, type_: pa.DataType, value) -> pa.Table:
+    if name in table.column_names:
+        return table
+    return table.append_column(pa.field(name, type_), pa.array([value] * table.num_rows, type_))
+
+
+def _v1_to_v2(table: pa.Table, kind: str) -> pa.Table:
+    """v1 -> v2: `path_bytes` (null: v1 could only store UTF-8 names), `template`, `detector` (""), and
+    `phash` ("") on images. An empty detector reads as "an older detector", so an incremental build re-analyses
+    the v1 files that had no face."""
+    table = _add_default(table, "path_bytes", pa.binary(), None)
+    table = _add_default(table, "template", pa.string(), "")
+    table = _add_default(table, "detector", pa.string(), "")
+    if kind == "images":
+        table = _add_default(table, "phash", pa.string(), "")
+    return table
+
+
+# version -> step to version + 1; a reader applies each step from the table's version up.
+MIGRATIONS = {1: _v1_to_v2}
+
+
+def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
+    version = table_schema_version(table)
+    if version > SCHEMA_VERSION:
+        raise IndexMismatch(f"a {kind} table has schema {version}; this memeindex reads up to {SCHEMA_VERSION}")
+    while version < SCHEMA_VERSION:
+        table = MIGRATIONS[version](table, kind)
+        version += 1
+    wanted = [n for n in schema.names if n in table.column_names]
+    return table.select(wanted).cast(pa.schema([schema.field(n) for n in wanted]))
+
+
+def migrate_images(table: pa.Table) -> pa.Table:
+    if table_schema_version(table) == SCHEMA_VERSION and table.schema.equals(IMAGES_SCHEMA):
+        return table
+    return _migrate(table, "images", IMAGES_SCHEMA)
+
+
+def migrate_faces(table: pa.Table, dim: int | None = None) -> pa.Table:
+    if dim is None:
+        dim = table.schema.field("embedding").type.list_size
+    schema = faces_schema(dim)
+    if table_schema_version(table) == SCHEMA_VERSION and table.schema.equals(schema):
+        return table
+    return _migrate(table, "faces", schema)
+
+
+# -- plain file I/O ------------------------------------------------------------------------------------------------
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write to a temp file beside `path`, fsync, rename: a reader sees the old file or the new, never half."""
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+# -- facts ---------------------------------------------------------------------------------------------------------
+def write_facts(folder: Path, **facts) -> dict:
+    facts = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             **facts}
+    tmp = folder / f"{FACTS_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(facts, indent=2) + "\n")
+    os.replace(tmp, folder / FACTS_FILE)
+    return facts
+
+
+def read_facts(folder: Path) -> dict:
+    return json.loads((Path(folder) / FACTS_FILE).read_text())
+
+
+def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path) -> None:
+    """Refuse an index of a newer schema or another model: its vectors mean nothing to this embedder. Older
+    schemas are read through MIGRATIONS."""
+    hint = "rebuild it: memeindex build IMAGES_DIR --rebuild"
+    version = facts.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise IndexMismatch(f"index {where} has schema {version}, this memeindex reads schema 1 to "
+                            f"{SCHEMA_VERSION}: {hint}")
+    if model_id is not None and facts.get("model_id") != model_id:
+        raise IndexMismatch(f"index {where} was built with model {facts.get('model_id')}, the current model is "
+                            f"{model_id}: {hint}")
+    if dim is not None and facts.get("dim") != dim:
+        raise IndexMismatch(f"index {where} holds {facts.get('dim')}-d vectors, the model makes {dim}-d: {hint}")
+
+
+# -- one published generation, read-only --------------------------------------------------------------------------
+class Generation:
+    """A published generation folder. Readers go through here, never through file names of their own."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._facts: dict | None = None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def faces_path(self) -> Path:
+        return self.folder / FACES_FILE
+
+    @property
+    def images_path(self) -> Path:
+        return self.folder / IMAGES_FILE
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / INDEX_FILE
+
+    @property
+    def facts_path(self) -> Path:
+        return self.folder / FACTS_FILE
+
+    @property
+    def facts(self) -> dict:
+        if self._facts is None:
+            self._facts = read_facts(self.folder)
+        return self._facts
+
+    def check(self, model_id: str | None, dim: int | None) -> None:
+        check_facts(self.facts, model_id, dim, self.folder.parent)
+
+    def faces(self, columns: list[str] | None = None) -> pa.Table:
+        """The faces table migrated to the current schema (only `columns`, when given)."""
+        table = read_table(self.faces_path)
+        table = migrate_faces(table)
+        return table.select(columns) if columns else table
+
+    def images(self, columns: list[str] | None = None) -> pa.Table:
+        table = migrate_images(read_table(self.images_path))
+        return table.select(columns) if columns else table
+
+    def read_index(self):
+        from . import vectors
+
+        return vectors.read_index(self.index_path)
+
+
+# -- the index folder ----------------------------------------------------------------------------------------------
+class IndexDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def current(self) -> Path:
+        """The folder of the published generation; IndexMissing when nothing was ever built here."""
+        try:
+            name = (self.path / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            raise IndexMissing(f"no index at {self.path}: build one with `memeindex build IMAGES_DIR`") from None
+        return self.path / name
+
+    def current_or_none(self) -> Path | None:
+        try:
+            return self.current()
+        except IndexMissing:
+            return None
+
+    def generation(self) -> Generation:
+        return Generation(self.current())
+
+    def pointer_stamp(self) -> tuple[int, int] | None:
+        """Changes whenever a new generation is published: cheap enough to check on every request."""
+        try:
+            st = os.stat(self.path / CURRENT)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    @property
+    def partial(self) -> Path:
+        return self.path / PARTIAL
+
+    def building(self) -> bool:
+        return self.partial.exists() and any(self.partial.glob("*.parquet"))
+
+    def new_generation(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Nanoseconds + pid: two builds in one second (or one process) never share a name.
+        tmp = self.path / f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}-{os.getpid()}.tmp"
+        tmp.mkdir()
+        return tmp
+
+    def publish(self, tmp: Path) -> Path:
+        final = tmp.with_suffix("")
+        os.replace(tmp, final)
+        previous = self.current_or_none()
+        pointer = self.path / f"{CURRENT}.tmp{os.getpid()}"
+        pointer.write_text(final.name + "\n")
+        os.replace(pointer, self.path / CURRENT)
+        _fsync_dir(self.path)
+        for old in self.path.glob("gen-*"):
+            if old not in (final, previous) and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def clean_stale(self) -> None:
+        """Temp leftovers of a killed build (never the checkpoints: those are what a resume reuses)."""
+        for stale in list(self.path.glob("gen-*.tmp")) + list(self.path.glob("*.tmp[0-9]*")) \
+                + list(self.partial.glob("*.tmp[0-9]*")):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self):
+        """One build at a time per index. The kernel drops the lock if the holder dies, even by kill -9."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise BuildLocked(f"another build is running on {self.path}") from None
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- checkpoints: rows of a build in progress, so a killed build resumes ------------------------------------------
+class Checkpoints:
+    """`partial/images-STAMP.parquet` + `partial/faces-STAMP.parquet` pairs, both tagged with the model id in
+    their schema metadata (read one way). The faces file is written last: a pair counts only when it exists."""
+
+    def __init__(self, index_dir: IndexDir):
+        self.dir = index_dir.partial
+
+    def write(self, n: int, rows: Sequence[FileRows], model_id: str, dim: int) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp = f"{int(time.time() * 1000)}-{n:05d}"
+        tag = {_MODEL_META: model_id.encode()}
+        faces = faces_table([f for r in rows for f in r.faces], dim)
+        images = images_table([r.image for r in rows])
+        write_table(images.replace_schema_metadata({**images.schema.metadata, **tag}),
+                    self.dir / f"images-{stamp}.parquet")
+        write_table(faces.replace_schema_metadata({**faces.schema.metadata, **tag}),
+                    self.dir / f"faces-{stamp}.parquet")
+
+    def read(self, model_id: str, dim: int) -> tuple[pa.Table, pa.Table]:
+        """(images, faces) of every complete checkpoint made with `model_id`, migrated to the current schema."""
+        images, faces = [IMAGES_SCHEMA.empty_table()], [faces_schema(dim).empty_table()]
+        for chunk in sorted(self.dir.glob("faces-*.parquet")):
+            partner = chunk.with_name(chunk.name.replace("faces-", "images-", 1))
+            try:
+                img, fac = read_table(partner), read_table(chunk)
+            except (OSError, pa.ArrowException) as exc:
+                log.warning("ignoring checkpoint %s: %s", chunk.name, exc)
+                continue
+            if _tag(img) != model_id or _tag(fac) != model_id:
+                continue
+            images.append(migrate_images(img))
+            faces.append(migrate_faces(fac, dim))
+        return pa.concat_tables(images), pa.concat_tables(faces)
+
+    def clear(self) -> None:
+        for chunk in self.dir.glob("*.parquet"):  # folded into the published generation
+            chunk.unlink(missing_ok=True)
+
+
+def _tag(table: pa.Table) -> str:
+    return (table.schema.metadata or {}).get(_MODEL_META, b"").decode()
+
+
+# -- the one writer -------------------------------------------------------------------------------------------------
+class Disagreement(Exception):
+    """images.parquet and faces.parquet would disagree; a bug, never written."""
+
+
+def agreement_errors(images: pa.Table, faces: pa.Table) -> list[str]:
+    """Every way the images table and the faces table disagree (empty when they agree)."""
+    errors = []
+    counts: dict[str, int] = {}
+    face_sha: dict[str, str] = {}
+    for key, sha in zip(row_keys(faces), faces.column("sha256").to_pylist()):
+        counts[key] = counts.get(key, 0) + 1
+        if face_sha.setdefault(key, sha) != sha:
+            errors.append(f"faces of {key!r} come from two contents")
+    seen = set()
+    for key, row in zip(row_keys(images), images.select(["sha256", "status", "faces"]).to_pylist()):
+        if key in seen:
+            errors.append(f"{key!r} has two image rows")
+        seen.add(key)
+        n = counts.get(key, 0)
+        if row["status"] not in STATUSES:
+            errors.append(f"{key!r} has status {row['status']!r}")
+        if (row["status"] == "faces") != (n > 0) or row["faces"] != n:
+            errors.append(f"{key!r}: images says {row['status']} with {row['faces']} face(s), faces holds {n}")
+        if n and face_sha[key] != row["sha256"]:
+            errors.append(f"{key!r}: its faces come from other content than its image row")
+    for key in counts.keys() - seen:
+        errors.append(f"{key!r} has face rows but no image row")
+    return errors
+
+
+def write_generation(index_dir: IndexDir, faces: pa.Table, images: pa.Table, index, **facts) -> Path:
+    """Write and publish one generation: the tables (sorted), the FAISS `index` over `faces` in row order, the
+    facts (`count`/`images` filled in here). Refuses tables that disagree. Returns the published folder."""
+    faces = migrate_faces(faces)
+    images = migrate_images(images)
+    problems = agreement_errors(images, faces)
+    if problems:
+        raise Disagreement("; ".join(problems[:5]))
+    if index.ntotal != faces.num_rows:
+        raise Disagreement(f"the vector index holds {index.ntotal} vectors for {faces.num_rows} face rows")
+    from . import vectors
+
+    tmp = index_dir.new_generation()
+    write_table(faces, tmp / FACES_FILE)
+    write_table(images, tmp / IMAGES_FILE)
+    vectors.write_index(index, tmp / INDEX_FILE)
+    write_facts(tmp, count=faces.num_rows, images=images.num_rows, **facts)
+    return index_dir.publish(tmp)
+
+
+def sort_faces(faces: pa.Table) -> pa.Table:
+    return faces.sort_by([("path", "ascending"), ("frame", "ascending"), ("face", "ascending")])
+
+
+def sort_images(images: pa.Table) -> pa.Table:
+    return images.sort_by([("path", "ascending")])
+
+
+def take_paths(table: pa.Table, keys: Iterable[str]) -> pa.Table:
+    """Rows of `table` whose in-memory path is one of `keys`."""
+    wanted = set(keys)
+    mask = [k in wanted for k in row_keys(table)]
+    return table.filter(pa.array(mask, pa.bool_())) if table.num_rows else table
+
+
+def retag(faces: pa.Table, key: str, sha256: str, size: int, mtime_ns: int) -> pa.Table:
+    """Face rows of some content, moved to another path (a rename or a copy reuses the analysis)."""
+    path, raw = stored_path(key)
+    n = faces.num_rows
+    for name, value, type_ in (("path", path, pa.string()), ("path_bytes", raw, pa.binary()),
+                               ("sha256", sha256, pa.string()), ("size", size, pa.int64()),
+                               ("mtime_ns", mtime_ns, pa.int64())):
+        faces = faces.set_column(faces.schema.get_field_index(name), name, pa.array([value] * n, type_))
+    return faces
+

@@ -1,0 +1,143 @@
+"""The on-disk generation (generation.py) with fake rows: schema, paths, migrations, writer, checkpoints."""
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memeindex import generation as gen
+from memeindex import vectors
+from memeindex.errors import IndexMismatch
+from memeindex.generation import FileRef, ImageRow, IndexDir
+
+
+class FakeFace:
+    def __init__(self, frame, box, rng, dim):
+        v = rng.normal(size=dim).astype(np.float32)
+        self.frame, self.box, self.score = frame, box, 0.9
+        self.blendshapes = rng.random(52).astype(np.float32)
+        self.embedding = v / np.linalg.norm(v)
+
+
+def _file(rel, n_faces, rng, dim=8, frames=(0,)):
+    ref = FileRef(rel, f"{abs(hash(rel)):064x}"[:64], 100, 10**18)
+    faces = [FakeFace(frames[i % len(frames)], (1, 2, 30 + i, 40 + i), rng, dim) for i in range(n_faces)]
+    return gen.file_rows(ref, faces, model_id="fake-v1", detector="d1", phash="0123456789abcdef")
+
+
+def _generation(tmp_path, files, dim=8):
+    idx = IndexDir(tmp_path / "index")
+    faces = gen.sort_faces(gen.faces_table([f for r in files for f in r.faces], dim))
+    images = gen.sort_images(gen.images_table([r.image for r in files]))
+    index = vectors.build_index(gen.embeddings(faces), dim)
+    gen.write_generation(idx, faces, images, index, model_id="fake-v1", dim=dim, detector="d1", root="/r")
+    return idx
+
+
+def test_rows_of_one_file_number_faces_per_frame_and_agree():
+    rng = np.random.default_rng(0)
+    rows = _file("a.gif", 3, rng, frames=(0, 2))
+    assert rows.image.status == "faces" and rows.image.faces == 3
+    assert [(f.frame, f.face) for f in rows.faces] == [(0, 0), (2, 0), (0, 1)]
+    assert {f.detector for f in rows.faces} == {rows.image.detector} == {"d1"}
+    none = gen.file_rows(FileRef("b.png", "0" * 64, 1, 1), [], model_id="m", detector="d1")
+    assert (none.image.status, none.image.faces, none.faces) == ("noface", 0, [])
+    bad = gen.file_rows(FileRef("c.jpg", "1" * 64, 1, 1), model_id="m", detector="d1", reason="truncated")
+    assert (bad.image.status, bad.image.reason) == ("failed", "truncated")
+
+
+def test_generation_round_trips_through_plain_parquet(tmp_path):
+    rng = np.random.default_rng(1)
+    files = [_file(f"dir/m{i}.jpg", i % 3, rng) for i in range(7)]
+    idx = _generation(tmp_path, files)
+    g = idx.generation()
+    faces = pq.read_table(g.faces_path)  # a plain Parquet reader, no memeindex code
+    assert faces.num_rows == sum(len(r.faces) for r in files) == g.facts["count"]
+    assert g.facts["schema_version"] == gen.SCHEMA_VERSION and g.facts["detector"] == "d1"
+    assert set(gen.GENERATION_FILES) <= {p.name for p in g.folder.iterdir()}
+    assert not list(idx.path.rglob("*.tmp*"))
+    dist, ids = vectors.search(g.read_index(), gen.embeddings(faces)[[0, 3]], 1)
+    assert ids[:, 0].tolist() == [0, 3] and np.allclose(dist, 0, atol=1e-3)  # FAISS id = row position
+    images = g.images()
+    assert images.column("phash").to_pylist()[0] == "0123456789abcdef"
+    assert gen.agreement_errors(images, g.faces()) == []
+
+
+def test_writer_refuses_tables_that_disagree(tmp_path):
+    rng = np.random.default_rng(2)
+    files = [_file("a.jpg", 2, rng), _file("b.jpg", 0, rng)]
+    faces = gen.faces_table([f for r in files for f in r.faces], 8)
+    files[0].image.status, files[0].image.faces = "noface", 0  # the #9 race: images says noface, faces has rows
+    images = gen.images_table([r.image for r in files])
+    with pytest.raises(gen.Disagreement, match="a.jpg"):
+        gen.write_generation(IndexDir(tmp_path / "i"), faces, images, vectors.build_index(gen.embeddings(faces), 8),
+                             model_id="fake-v1", dim=8)
+    assert IndexDir(tmp_path / "i").current_or_none() is None
+
+
+def test_non_utf8_names_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    odd = os.fsdecode(b"dir/\xff\xfe meme.jpg")
+    files = [_file(odd, 1, rng), _file("dir/plain.jpg", 1, rng)]
+    g = _generation(tmp_path, files).generation()
+    images = g.images()
+    shown = images.column("path").to_pylist()
+    assert "dir/\\xff\\xfe meme.jpg" in shown and "dir/plain.jpg" in shown
+    assert set(gen.row_keys(images)) == {odd, "dir/plain.jpg"}  # the exact names come back
+    assert images.column("path_bytes").to_pylist()[shown.index("dir/plain.jpg")] is None
+    assert set(gen.row_keys(g.faces())) == {odd, "dir/plain.jpg"}
+
+
+def test_v1_tables_migrate_with_defaults(tmp_path):
+    v1_images = pa.table({"path": ["a.jpg", "b.jpg"], "sha256": ["a" * 64, "b" * 64], "size": [1, 2],
+                          "mtime_ns": [3, 4], "status": ["faces", "noface"], "faces": pa.array([1, 0], pa.int32()),
+                          "reason": ["", ""]}).replace_schema_metadata({b"memeindex_schema": b"1"})
+    rows = gen.image_rows(v1_images)
+    assert [(r.path, r.status, r.detector, r.phash, r.template) for r in rows] == [
+        ("a.jpg", "faces", "", "", ""), ("b.jpg", "noface", "", "", "")]
+    migrated = gen.migrate_images(v1_images)
+    assert migrated.schema.equals(gen.IMAGES_SCHEMA)
+    dim = 4
+    v1_faces = gen.faces_table([], dim).drop_columns(["template", "detector", "path_bytes"]) \
+        .replace_schema_metadata({b"memeindex_schema": b"1"})
+    assert gen.migrate_faces(v1_faces).schema.equals(gen.faces_schema(dim))
+    newer = v1_images.replace_schema_metadata({b"memeindex_schema": str(gen.SCHEMA_VERSION + 1).encode()})
+    with pytest.raises(IndexMismatch):
+        gen.migrate_images(newer)
+
+
+def test_facts_refuse_another_model_or_a_newer_schema(tmp_path):
+    gen.write_facts(tmp_path, model_id="fake-v1", dim=8, count=0)
+    facts = gen.read_facts(tmp_path)
+    gen.check_facts(facts, "fake-v1", 8, tmp_path)
+    gen.check_facts({**facts, "schema_version": 1}, "fake-v1", 8, tmp_path)  # read through the migration
+    for bad in ({**facts, "model_id": "fake-v2"}, {**facts, "schema_version": 99}, {**facts, "dim": 9}):
+        with pytest.raises(IndexMismatch, match="rebuild"):
+            gen.check_facts(bad, "fake-v1", 8, tmp_path)
+    assert json.loads((tmp_path / gen.FACTS_FILE).read_text())["schema_version"] == gen.SCHEMA_VERSION
+
+
+def test_checkpoints_count_only_complete_pairs_of_the_same_model(tmp_path):
+    rng = np.random.default_rng(4)
+    idx = IndexDir(tmp_path / "index")
+    ck = gen.Checkpoints(idx)
+    ck.write(1, [_file("a.jpg", 2, rng), _file("b.jpg", 0, rng)], "fake-v1", 8)
+    ck.write(2, [_file("c.jpg", 1, rng)], "other-model", 8)
+    images, faces = ck.read("fake-v1", 8)
+    assert sorted(images.column("path").to_pylist()) == ["a.jpg", "b.jpg"] and faces.num_rows == 2
+    next(idx.partial.glob("faces-*00001.parquet")).unlink()  # a pair whose faces file never got written
+    images, faces = ck.read("fake-v1", 8)
+    assert images.num_rows == 0 and faces.num_rows == 0
+    ck.clear()
+    assert not list(idx.partial.glob("*.parquet"))
+
+
+def test_retag_moves_rows_to_a_new_path():
+    rng = np.random.default_rng(5)
+    faces = gen.faces_table(_file("old.jpg", 2, rng).faces, 8)
+    moved = gen.retag(faces, os.fsdecode(b"new\xff.jpg"), "e" * 64, 5, 6)
+    assert gen.row_keys(moved) == [os.fsdecode(b"new\xff.jpg")] * 2
+    assert set(moved.column("sha256").to_pylist()) == {"e" * 64}
+    assert isinstance(ImageRow("a", "b", 1, 2, "faces"), ImageRow)

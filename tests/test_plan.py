@@ -1,0 +1,68 @@
+"""plan(): mark and sweep on fakes (no model, no files)."""
+import pytest
+
+from memeindex.generation import ImageRow
+from memeindex.plan import Fingerprint, Scanned, plan
+
+D = "det-2"
+
+
+def row(path, sha, size=10, mtime=1, status="faces", faces=1, detector=D):
+    return ImageRow(path, sha, size, mtime, status, faces if status == "faces" else 0, "", "", "", detector)
+
+
+def hasher(contents: dict[str, str], calls: list | None = None):
+    def fingerprint(rel):
+        if calls is not None:
+            calls.append(rel)
+        if contents[rel] is None:
+            raise PermissionError(13, "Permission denied")
+        return Fingerprint(contents[rel], image=not rel.endswith(".tsv"))
+    return fingerprint
+
+
+def test_unchanged_files_are_kept_without_hashing():
+    known = [row("a.jpg", "A"), row("b.png", "B", status="noface")]
+    calls = []
+    p = plan(known, [Scanned("a.jpg", 10, 1), Scanned("b.png", 10, 1)], hasher({}, calls), D)
+    assert [r.path for r in p.keep] == ["a.jpg", "b.png"] and p.unchanged == 2
+    assert calls == [] and not (p.analyze or p.reuse or p.removed)
+
+
+def test_new_changed_renamed_touched_removed():
+    known = [row("keep.jpg", "K"), row("old-name.jpg", "R"), row("edited.jpg", "E1"), row("touched.jpg", "T"),
+             row("gone.jpg", "G")]
+    scanned = [Scanned("keep.jpg", 10, 1), Scanned("new-name.jpg", 10, 5), Scanned("edited.jpg", 11, 2),
+               Scanned("touched.jpg", 10, 9), Scanned("brand-new.jpg", 3, 3)]
+    contents = {"new-name.jpg": "R", "edited.jpg": "E2", "touched.jpg": "T", "brand-new.jpg": "N"}
+    p = plan(known, scanned, hasher(contents), D)
+    assert [r.path for r in p.keep] == ["keep.jpg"]
+    assert sorted(t.rel for t in p.analyze) == ["brand-new.jpg", "edited.jpg"]
+    assert {r.path: (r.sha256, r.mtime_ns) for r in p.reuse} == {"new-name.jpg": ("R", 5), "touched.jpg": ("T", 9)}
+    assert sorted(p.removed) == ["gone.jpg", "old-name.jpg"]
+    assert (p.unchanged, p.reused) == (2, 1)  # touched counts as unchanged, the rename as reused
+
+
+def test_checkpointed_content_is_reused_and_copies_share_it():
+    p = plan([], [Scanned("a.jpg", 1, 1), Scanned("copy-of-a.jpg", 1, 1)], hasher({"a.jpg": "X", "copy-of-a.jpg": "X"}),
+             D, checkpointed=[row("a.jpg", "X", faces=2)])
+    assert [(r.path, r.faces) for r in p.reuse] == [("a.jpg", 2), ("copy-of-a.jpg", 2)] and not p.analyze
+
+
+def test_unreadable_files_are_skipped_and_non_images_ignored():
+    p = plan([], [Scanned("locked.jpg", 1, 1), Scanned("index.tsv", 1, 1), Scanned("ok.jpg", 1, 1)],
+             hasher({"locked.jpg": None, "index.tsv": "I", "ok.jpg": "O"}), D)
+    assert p.skipped == [("locked.jpg", "Permission denied")] and p.ignored == ["index.tsv"]
+    assert [t.rel for t in p.analyze] == ["ok.jpg"]
+
+
+@pytest.mark.parametrize("old_detector, redetect", [("det-1", True), ("", True), (D, False)])
+def test_noface_files_of_another_detector_are_analysed_again(old_detector, redetect):
+    known = [row("noface.png", "N", status="noface", detector=old_detector),
+             row("face.jpg", "F", detector=old_detector), row("failed.jpg", "B", status="failed", detector=old_detector)]
+    scanned = [Scanned(r.path, 10, 1) for r in known] + [Scanned("copy-of-noface.png", 10, 1)]
+    p = plan(known, scanned, hasher({"copy-of-noface.png": "N"}), D)
+    analysed = sorted(t.rel for t in p.analyze)
+    assert analysed == (["copy-of-noface.png", "noface.png"] if redetect else [])
+    assert p.redetect == len(analysed)
+    assert {r.path for r in p.keep} >= {"face.jpg", "failed.jpg"}  # faces found and failures stay as they are
