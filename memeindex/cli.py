@@ -76,10 +76,12 @@ def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_addres
 
 
 @main.command()
-@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
 @click.option("-k", type=click.IntRange(1, 100), default=3, show_default=True, help="Memes to return.")
-@click.option("--face", type=int, default=None, help="Which query face (0 = largest).")
-@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Also write a contact sheet (PNG/JPEG).")
+@click.option("--face", type=click.IntRange(min=1), default=None,
+              help="Which query face, counted from 1 as the output counts them (default: the largest, 1).")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a contact sheet (PNG/JPEG) of a photo query; says where on stderr.")
 @INDEX
 @JSON
 def query(image, k, face, sheet, index_dir, as_json):
@@ -91,6 +93,9 @@ def query(image, k, face, sheet, index_dir, as_json):
     if is_video(image):
         from .video import format_segments, query_video
 
+        if sheet:  # refuse before the work, not silently after it
+            raise click.BadOptionUsage("sheet", "--sheet draws photo queries only, not videos (use --json for the "
+                                                "boxes and matches of each segment)")
         with native_stderr_filtered():
             segments = query_video(image, index_dir, k=k, settings=settings)
         click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_segments(segments))
@@ -100,14 +105,19 @@ def query(image, k, face, sheet, index_dir, as_json):
     with native_stderr_filtered():
         searcher = Searcher(index_dir, settings)
         try:
-            result = searcher.search(image, k=k, face=face)
+            result = searcher.search(image, k=k, face=None if face is None else face - 1)
             if sheet:
                 from .sheet import write_sheet
 
-                write_sheet(result, image, searcher, sheet)
+                try:
+                    written = write_sheet(result, image, searcher, sheet)
+                except OSError as exc:
+                    raise click.FileError(str(sheet), hint=exc.strerror or str(exc)) from None
         finally:
             searcher.close()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _table(result))
+    if sheet:
+        click.echo(f"contact sheet: {written}", err=True)
 
 
 def _table(result) -> str:
@@ -156,14 +166,16 @@ def models_fetch(models_dir, timeout):
 @main.command("eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--embedder", "embedders", multiple=True, help="Model to score (repeatable; default: baseline + learned).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @JSON
-def evaluate_cmd(dataset_dir, embedders, as_json):
+def evaluate_cmd(dataset_dir, embedders, progress, as_json):
     """Score expression embedders on a labelled set (DATASET_DIR/index.csv)."""
     from .evaluate import evaluate, format_report
     from .quiet import native_stderr_filtered
 
-    with native_stderr_filtered():
-        result = evaluate(dataset_dir, models=list(embedders) or None, progress=False)
+    progress = sys.stderr.isatty() if progress is None else progress
+    with native_stderr_filtered() as live_stderr:
+        result = evaluate(dataset_dir, models=list(embedders) or None, progress=progress and live_stderr)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 

@@ -32,6 +32,12 @@ class ImageTooLarge(MemeIndexError):
     exit_code = 9
 
 
+class DatasetInvalid(MemeIndexError, ValueError):
+    """A labelled dataset's index.csv is missing or malformed (`memeindex eval`)."""
+
+    exit_code = 10
+
+
 class NoFace(MemeIndexError):
     """The query image holds no face."""
 

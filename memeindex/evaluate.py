@@ -36,16 +36,39 @@ _IDENTITY_PAIRS = 200_000
 
 # -- data -------------------------------------------------------------------------------------------------
 def read_index(dataset_dir: str | Path) -> tuple[list[dict], list[str]]:
-    """Rows of DATASET_DIR/index.csv and the names of its vote columns (without the `vote_` prefix)."""
+    """Rows of DATASET_DIR/index.csv and the names of its vote columns (without the `vote_` prefix).
+
+    Raises DatasetInvalid, naming the file and line, for a missing or unreadable file, missing columns, a row
+    without a path or label, or a vote that is not a number.
+    """
+    from .errors import DatasetInvalid
+
     path = Path(dataset_dir) / "index.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        missing = {"path", "label"} - set(fields)
-        if missing:
-            raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
-        rows = list(reader)
-    votes = [f[len("vote_"):] for f in fields if f.startswith("vote_")]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            missing = {"path", "label"} - set(fields)
+            if missing:
+                raise DatasetInvalid(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
+            votes = [f[len("vote_"):] for f in fields if f.startswith("vote_")]
+            rows = []
+            for row in reader:
+                where = f"{path}, line {reader.line_num}"
+                if not (row.get("path") or "").strip() or not (row.get("label") or "").strip():
+                    raise DatasetInvalid(f"{where}: every row needs a path and a label")
+                for v in votes:
+                    try:
+                        float(row.get(f"vote_{v}") or 0)
+                    except ValueError:
+                        raise DatasetInvalid(f"{where}: vote_{v} is not a number") from None
+                rows.append(row)
+    except FileNotFoundError:
+        raise DatasetInvalid(f"{path} is missing: a dataset folder holds index.csv (path,label,subject)") from None
+    except UnicodeDecodeError:
+        raise DatasetInvalid(f"{path} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DatasetInvalid(f"{path} is not valid CSV ({exc})") from None
     return rows, votes
 
 
@@ -214,9 +237,10 @@ def _embedders(models, settings):
     return out or [BlendshapeEmbedder()]
 
 
-def evaluate(dataset_dir: str | Path, models=None, settings=None, progress: bool = True) -> dict:
+def evaluate(dataset_dir: str | Path, models=None, settings=None, progress=True) -> dict:
     """Figures of each model on DATASET_DIR (see the module doc). `models`: None = baseline + learned (when a
-    learned model file exists), else model names/ids ('baseline', 'learned', 'expression-v1') or embedders."""
+    learned model file exists), else model names/ids ('baseline', 'learned', 'expression-v1') or embedders.
+    `progress`: True for a bar on stderr, a text stream for a bar there, False for none."""
     from .faces import FaceDetector
     from .images import decode
     from .settings import Settings
@@ -232,7 +256,8 @@ def evaluate(dataset_dir: str | Path, models=None, settings=None, progress: bool
         try:
             from tqdm import tqdm
 
-            iterator = tqdm(rows, desc=f"eval {dataset_dir.name}", unit="img")
+            iterator = tqdm(rows, desc=f"eval {dataset_dir.name}", unit="img",
+                            file=progress if hasattr(progress, "write") else None)
         except ImportError:  # pragma: no cover
             pass
     with FaceDetector(settings) as detector:

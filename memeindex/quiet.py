@@ -17,13 +17,16 @@ NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |INFO: Created TensorFlow|WARNING: All l
 
 @contextmanager
 def native_stderr_filtered():
+    """Yields a text stream on the real stderr, for what must show live (a progress bar)."""
     sys.stderr.flush()
     saved = os.dup(2)
+    live = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            yield
+            yield live
         finally:
+            live.close()
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)

@@ -148,7 +148,7 @@ class Searcher:
         faces = [f for f in faces if f.frame == faces[0].frame]  # an animated query: its first frame with faces
         index = face or 0
         if not 0 <= index < len(faces):
-            raise NoFace(f"the query image has {len(faces)} face(s); --face {face} is out of range")
+            raise NoFace(f"the query image has {len(faces)} face(s); there is no face {index + 1}")
         return QueryResult(faces=faces, face_index=index, matches=self.search_vector(faces[index].embedding, k),
                            model_id=self.embedder.model_id)
 

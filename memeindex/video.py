@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NoFace, NotAnImage
+from .errors import FileMissing, NoFace, NotAnImage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def sample_frames(path: str | Path, fps: float = 4.0, max_side: int = 960, max_s
     """(seconds, RGB frame) about `fps` times a second; frames shrunk to `max_side`. Raises NotAnImage."""
     import cv2
 
+    if not Path(path).is_file():
+        raise FileMissing(f"{path}: {'a folder' if Path(path).is_dir() else 'no such file'}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise NotAnImage(f"cannot read {path} as a video")

@@ -1,0 +1,102 @@
+"""CLI edges of `query` and `eval`: distinct exit codes, 1-based --face, --sheet that writes or refuses, eval's
+clean errors and progress bar. Real models, the small real index of media_fixtures."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import media_fixtures as media
+from memeindex.cli import main
+from memeindex.errors import DatasetInvalid, FileMissing, NotAnImage
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")[1]
+
+
+def test_missing_query_file_and_non_image_have_their_own_exit_codes(tmp_path, index):
+    missing = run("query", tmp_path / "nope.jpg", "--index", index)
+    assert missing.exit_code == FileMissing.exit_code == 7 and "no such file" in missing.stderr
+    folder = run("query", tmp_path, "--index", index)
+    assert folder.exit_code == 7 and "folder" in folder.stderr
+    missing_clip = run("query", tmp_path / "nope.mp4", "--index", index)
+    assert missing_clip.exit_code == 7
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    bad = run("query", text, "--index", index)
+    assert bad.exit_code == NotAnImage.exit_code == 8 and "not an image" in bad.stderr
+    assert len({7, 8, 2, 4}) == 4  # distinct from no face (2) and no index (4)
+    assert "Traceback" not in missing.output + bad.output
+
+
+def test_face_counts_from_one_like_the_output(tmp_path, index, grace_path):
+    first = run("query", grace_path, "--index", index, "--face", "1")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("query face 1 of 1")
+    beyond = run("query", grace_path, "--index", index, "--face", "2")
+    assert beyond.exit_code == 2 and "no face 2" in beyond.stderr
+    zero = run("query", grace_path, "--index", index, "--face", "0")
+    assert zero.exit_code == 2 and "--face" in zero.stderr
+
+
+def test_sheet_says_where_it_wrote(tmp_path, index, grace_path):
+    out = tmp_path / "sheets" / "grace.png"
+    result = run("query", grace_path, "--index", index, "--sheet", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert f"contact sheet: {out}" in result.stderr and out.is_file()
+    assert Image.open(out).size[0] > 256
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    bad = run("query", grace_path, "--index", index, "--sheet", blocked / "out.png")
+    assert bad.exit_code != 0 and "out.png" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_video_with_sheet_fails_loudly_before_the_work(tmp_path, index):
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.0)])
+    result = run("query", clip, "--index", index, "--sheet", tmp_path / "out.png")
+    assert result.exit_code == 2 and "--sheet" in result.stderr and "video" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("content", [
+    b"file,label\na.png,happy\n",  # no path column
+    b"path,label\n\xff\xfe\xfa,happy\n",  # not UTF-8
+    b"path,label,vote_happy\na.png,happy,lots\n",  # a vote that is no number
+    b"path,label\na.png\n",  # a short row
+    b"path,label\n\"a.png,happy\x00\n",  # NUL inside an open quote
+])
+def test_eval_on_a_malformed_index_csv_is_one_clean_line(tmp_path, content):
+    (tmp_path / "index.csv").write_bytes(content)
+    result = run("eval", tmp_path, "--embedder", "baseline")
+    assert result.exit_code == DatasetInvalid.exit_code == 10, result.output
+    assert result.stderr.count("\n") == 1 and "index.csv" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run("eval", empty).exit_code == 10
+
+
+def test_eval_shows_a_progress_bar_on_stderr(tmp_path, grace_rgb, astronaut_rgb):
+    Image.fromarray(grace_rgb).save(tmp_path / "g.jpg")
+    Image.fromarray(astronaut_rgb).save(tmp_path / "a.png")
+    (tmp_path / "index.csv").write_text("path,label,subject\ng.jpg,neutral,grace\na.png,happy,eileen\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, "-m", "memeindex", "eval", str(tmp_path), "--embedder", "baseline",
+                           "--progress", "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "2/2" in proc.stderr and "img" in proc.stderr  # tqdm's bar, live on the real stderr
+    assert proc.stdout.lstrip().startswith("{")
