@@ -179,6 +179,58 @@ def evaluate_cmd(dataset_dir, embedders, progress, as_json):
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
+@main.group()
+def download():
+    """Get memes to index: imgflip's popular templates, or any list of image URLs."""
+
+
+def _download_options(command):
+    command = click.option("--allow-private", metavar="NETWORKS", default=None,
+                           help="Also fetch from these private/loopback networks (comma-separated CIDR); "
+                                "refused by default.")(command)
+    command = click.option("--progress/--no-progress", default=None,
+                           help="Progress bar (default: when stderr is a terminal).")(command)
+    return JSON(command)
+
+
+def _download_report(summary, as_json: bool) -> None:
+    from .errors import DownloadFailed
+
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(f"memeindex download: downloaded={summary.downloaded} skipped={summary.skipped} "
+                   f"failed={summary.failed} in {summary.seconds:.1f}s -> {summary.dest}")
+    if summary.failed and not (summary.downloaded or summary.skipped):
+        sys.exit(DownloadFailed.exit_code)  # nothing to index: a script must not go on to build
+
+
+@download.command("imgflip")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), help="Only the N most popular templates.")
+@_download_options
+def download_imgflip(dest, limit, allow_private, progress, as_json):
+    """Fetch imgflip's popular meme templates into DEST as <rank>-<name>.<ext>, listed in DEST/index.tsv."""
+    from .download import download_imgflip as run_download
+
+    settings = Settings.from_env(download_allow_private=allow_private)
+    progress = sys.stderr.isatty() if progress is None else progress
+    _download_report(run_download(dest, settings, limit=limit, progress=progress), as_json)
+
+
+@download.command("urls")
+@click.argument("url_list", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@_download_options
+def download_urls(url_list, dest, allow_private, progress, as_json):
+    """Fetch every image URL in URL_LIST (one a line, an optional name after a space or tab) into DEST."""
+    from .download import download_urls as run_download
+
+    settings = Settings.from_env(download_allow_private=allow_private)
+    progress = sys.stderr.isatty() if progress is None else progress
+    _download_report(run_download(url_list, dest, settings, progress=progress), as_json)
+
+
 @main.command()
 @INDEX
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMEINDEX_HOST")

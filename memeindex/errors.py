@@ -96,3 +96,22 @@ class RootMissing(MemeIndexError):
     """The image root is missing or empty; refusing to wipe the index."""
 
     exit_code = 6
+
+
+class DownloadFailed(MemeIndexError):
+    """`memeindex download` got nothing usable: the source answered something that is not its API, or every file
+    failed."""
+
+    exit_code = 10
+
+
+class SourceUnreachable(DownloadFailed):
+    """No connection to the source at all (offline, DNS failure, firewall): said within seconds, not per file."""
+
+    exit_code = 11
+
+
+class BadUrlList(MemeIndexError):
+    """The URL list given to `memeindex download urls` holds no URL."""
+
+    exit_code = 2

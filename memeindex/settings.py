@@ -54,6 +54,15 @@ class Settings:
     thumb_cache_bytes: int = 64 * 1024 * 1024
     ssl_certfile: str = ""  # camera access from a phone needs HTTPS
     ssl_keyfile: str = ""
+    # `memeindex download`
+    imgflip_api: str = "https://api.imgflip.com/get_memes"  # tests point it at a loopback server
+    download_timeout: float = 15.0  # seconds a connection may stall (connecting: at most 5)
+    download_max_bytes: int = 20 * 1024 * 1024  # a bigger body is aborted mid-stream
+    download_interval: float = 0.5  # seconds between two requests: the rate limit
+    download_retries: int = 3  # more tries after a 429, a 5xx, a timeout or a truncated body
+    download_backoff: float = 1.0  # seconds before the first retry; doubles each time
+    download_max_wait: float = 30.0  # cap on one wait, Retry-After included
+    download_allow_private: str = ""  # addresses/networks (comma-separated CIDR) that may be private or loopback
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
