@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import media_fixtures as media
-from memeindex.errors import NoFace, NotAnImage
+from memeindex.errors import FileMissing, NoFace, NotAnImage
 from memeindex.video import Segment, follow, format_segments, is_video, query_video
 
 pytest.importorskip("cv2")
@@ -57,7 +57,7 @@ def test_bad_inputs(searcher, tmp_path):
     fake.write_text("not a video")
     with pytest.raises(NotAnImage):
         query_video(fake, searcher=searcher)
-    with pytest.raises(NotAnImage):
+    with pytest.raises(FileMissing):  # its own error (exit 7), not "not an image"
         query_video(tmp_path / "missing.mp4", searcher=searcher)
     empty = media.write_mp4(tmp_path / "blank.mp4", [(np.full((360, 480, 3), 30, np.uint8), 1.0)])
     with pytest.raises(NoFace):
