@@ -1,0 +1,209 @@
+"""Near-duplicate memes: one template per picture, whatever its size, crop, caption or JPEG quality.
+
+Collections hold the same template from several sources (`memegen/woman-cat.jpg`, `imgflip/17-Woman-Yelling-At-
+Cat.jpg`, ...). A query should answer with different memes, so at publish time every image gets a `template` id
+and the search keeps one face per template, listing the template's other files as variants.
+
+Two files are the same template when
+
+* their perceptual hashes (a DCT pHash of the first frame, as `imagehash.phash` computes it) are close: the
+  same picture resized, recompressed or lightly captioned; confirmed, when both have faces, by a face of one
+  matching a face of the other (so two different memes with a similar layout do not merge); or
+* their hashes are farther apart (a crop or a large caption moves the hash) but a face of one is *the same
+  face* as a face of the other: same place in the picture (relative to the whole) or same expression read to
+  within the noise of a re-encode, by both the embedding and the 52 blendshapes.
+
+`assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
+file regroups its neighbours too. It is linear in the images plus the candidate pairs (see `_candidate_pairs`).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+HASH_SIDE = 32  # the picture is shrunk to 32x32 grey and its 8x8 lowest DCT frequencies kept (pHash)
+HASH_LOW = 8
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """Unnormalised DCT-II as a matrix (scipy.fftpack.dct's default), so pHash needs numpy only."""
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
+
+
+_DCT = _dct_matrix(HASH_SIDE)
+
+
+def perceptual_hash(rgb: np.ndarray) -> str:
+    """16 hex digits: the 64-bit DCT perceptual hash of an RGB (or grey) uint8 frame.
+
+    Same algorithm as `imagehash.phash` (grey, 32x32 Lanczos, 2-D DCT, 8x8 low frequencies against their
+    median), so the bits agree with that library's to within resampling noise.
+    """
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.ndim == 3:
+        arr = arr[..., :3]
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    grey = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)
+    pixels = np.asarray(grey, dtype=np.float64)
+    low = (_DCT @ pixels @ _DCT.T)[:HASH_LOW, :HASH_LOW]
+    bits = (low > np.median(low)).ravel()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hash_distance(a: str, b: str) -> int:
+    """Bits that differ between two hashes (0 = same picture, ~32 = unrelated)."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+# -- grouping ------------------------------------------------------------------------------------------------------
+# Hash distances (bits of 64; unrelated pictures sit around 32 +- 4, only even values occur) and face distances
+# (L2 of the 52 blendshapes, L2 of the unit embeddings), set on the 758 shared memes, where the same picture
+# from two sources shows blendshapes within ~0.3 (a crop or a caption shifts the face mesh a little) and two
+# different memes rarely come within 0.35 of each other; see `scripts/measure_results.py`.
+SAME_PICTURE_BITS = 12  # this close, two hashes show the same picture (resized, recompressed, lightly captioned)
+NEAR_PICTURE_BITS = 24  # closer than chance: the same picture cropped or re-captioned, if a face agrees
+LONE_FACE_BITS = 6  # one file has faces and the other none (the detector missed a smaller copy): the hash alone
+# (blendshape distance, embedding distance) a face pair may have, by how close the hashes are:
+FACE_MATCH = ((SAME_PICTURE_BITS, 0.65, 0.15), (NEAR_PICTURE_BITS, 0.45, 0.12), (64, 0.30, 0.08))
+_BLOCK = 2048  # rows per block of the pairwise distances (bounded memory)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int32)
+    table = np.array([bin(i).count("1") for i in range(256)], np.int32)
+    return table[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1)
+
+
+def _hash_ints(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hashes, known mask); an empty or malformed hash is unknown."""
+    out, known = np.zeros(len(hashes), np.uint64), np.zeros(len(hashes), bool)
+    for i, h in enumerate(hashes):
+        if h and len(h) == 16:
+            try:
+                out[i], known[i] = np.uint64(int(h, 16)), True
+            except ValueError:
+                pass
+    return out, known
+
+
+def _column(table, name: str, default):
+    if name in table.column_names:
+        return table.column(name).to_pylist()
+    return [default] * table.num_rows
+
+
+class _Groups:
+    """Union-find over content units; a group's id is its smallest member id."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _matrix(table, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    if not len(col):
+        return np.zeros((0, 0), np.float32)
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
+    return flat.reshape(len(col), -1)
+
+
+def assign(images, faces) -> dict[str, str]:
+    """{path: template id} for every row of `images` (pyarrow tables of an index generation).
+
+    `images` needs path, sha256 and phash (status optional: failed files stay alone); `faces` needs path,
+    sha256, blendshapes and embedding. A template id is the smallest 16-hex file id (sha256 prefix) among its
+    files, so it stays put while its members do. Files with the same content share a template.
+    """
+    paths = images.column("path").to_pylist()
+    shas = images.column("sha256").to_pylist()
+    hashes = _column(images, "phash", "")
+    statuses = _column(images, "status", "faces")
+    # One unit per content: copies of a file are one unit (the faces table holds one copy's rows).
+    units = sorted({s for s in shas})
+    unit_of = {s: i for i, s in enumerate(units)}
+    unit_hash = [""] * len(units)
+    for s, h, st in zip(shas, hashes, statuses):
+        if st != "failed" and h:
+            unit_hash[unit_of[s]] = h
+    groups = _Groups(len(units))
+    hash_int, known = _hash_ints(unit_hash)
+
+    face_unit = np.array([unit_of.get(s, -1) for s in faces.column("sha256").to_pylist()], np.int64)
+    keep = face_unit >= 0
+    face_unit = face_unit[keep]
+    has_faces = np.zeros(len(units), bool)
+    has_faces[face_unit] = True
+    if faces.num_rows:
+        shapes = _matrix(faces, "blendshapes")[keep]
+        emb = _matrix(faces, "embedding")[keep]
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        loosest_blend = max(b for _, b, _ in FACE_MATCH)
+        loosest_emb = max(e for _, _, e in FACE_MATCH)
+        for start in range(0, len(emb), _BLOCK):
+            stop = min(len(emb), start + _BLOCK)
+            d_emb = np.sqrt(np.maximum(2.0 - 2.0 * emb[start:stop] @ emb.T, 0.0))
+            rows, cols = np.nonzero(d_emb <= loosest_emb)
+            rows = rows + start
+            other = face_unit[rows] != face_unit[cols]
+            rows, cols = rows[other & (rows < cols)], cols[other & (rows < cols)]
+            if not len(rows):
+                continue
+            d_blend = np.linalg.norm(shapes[rows] - shapes[cols], axis=1)
+            near = d_blend <= loosest_blend
+            for i, j, db in zip(rows[near], cols[near], d_blend[near]):
+                ui, uj = int(face_unit[i]), int(face_unit[j])
+                de = float(d_emb[i - start, j])
+                bits = _bits(hash_int, known, ui, uj)
+                if _faces_agree(bits, float(db), de):
+                    groups.union(ui, uj)
+    # Pictures alike by their hash alone: both faceless, or one with faces and one without.
+    idx = np.flatnonzero(known)
+    for start in range(0, len(idx), _BLOCK):
+        block = idx[start:start + _BLOCK]
+        bits = _popcount(hash_int[block, None] ^ hash_int[None, idx])
+        rows, cols = np.nonzero(bits <= SAME_PICTURE_BITS)
+        for r, c in zip(rows, cols):
+            ui, uj = int(block[r]), int(idx[c])
+            if ui >= uj or has_faces[ui] and has_faces[uj]:
+                continue  # both with faces: only a face pair may join them (above)
+            limit = SAME_PICTURE_BITS if not (has_faces[ui] or has_faces[uj]) else LONE_FACE_BITS
+            if bits[r, c] <= limit:
+                groups.union(ui, uj)
+    template_of = {}
+    for i, s in enumerate(units):
+        root = groups.find(i)
+        template_of.setdefault(root, s[:16])  # units are sorted: the first member seen is the smallest
+    return {p: template_of[groups.find(unit_of[s])] for p, s in zip(paths, shas)}
+
+
+def _bits(hash_int: np.ndarray, known: np.ndarray, i: int, j: int) -> int:
+    if not (known[i] and known[j]):
+        return 64  # unknown: no help from the picture, the faces must carry it alone
+    return int((int(hash_int[i]) ^ int(hash_int[j])).bit_count())
+
+
+def _faces_agree(bits: int, blend: float, emb: float) -> bool:
+    """Whether a face of each file is the same face, given how alike the two whole pictures are."""
+    for max_bits, max_blend, max_emb in FACE_MATCH:
+        if bits <= max_bits:
+            return blend <= max_blend and emb <= max_emb
+    return False

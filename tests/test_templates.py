@@ -1,0 +1,115 @@
+"""Near-duplicate grouping on real photos: the same picture resized, recompressed, cropped or captioned is one
+template; another face in the same layout is not."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image, ImageDraw
+
+from memeindex.templates import NEAR_PICTURE_BITS, assign, hash_distance, perceptual_hash
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _resize(rgb: np.ndarray, f: float) -> np.ndarray:
+    img = Image.fromarray(rgb)
+    return np.asarray(img.resize((round(img.width * f), round(img.height * f)), Image.LANCZOS))
+
+
+def _captioned(rgb: np.ndarray, text: str) -> np.ndarray:
+    """A white caption band over the top, as meme generators draw it."""
+    img = Image.fromarray(rgb.copy())
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, img.width, img.height // 7), fill="white")
+    draw.text((10, 8), text, fill="black")
+    return np.asarray(img)
+
+
+def _in_layout(face_rgb: np.ndarray) -> np.ndarray:
+    """A photo pasted small into one fixed meme layout: a big white caption panel above, grey below."""
+    canvas = Image.new("RGB", (600, 900), (235, 235, 235))
+    ImageDraw.Draw(canvas).rectangle((0, 0, 600, 560), fill="white")
+    photo = Image.fromarray(face_rgb)
+    photo.thumbnail((320, 320))
+    canvas.paste(photo, (140, 570))
+    return np.asarray(canvas)
+
+
+def test_hash_is_stable_under_resize_and_recompression_and_tells_pictures_apart(grace_rgb, astronaut_rgb):
+    h = perceptual_hash(grace_rgb)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert hash_distance(h, perceptual_hash(_jpeg(_resize(grace_rgb, 0.4), 35))) <= 6
+    assert hash_distance(h, perceptual_hash(grace_rgb[..., 0])) <= 6  # the grey version of the picture
+    assert hash_distance(h, perceptual_hash(astronaut_rgb)) >= 16
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from memeindex.pipeline import FaceAnalyzer
+    from memeindex.settings import Settings
+
+    with FaceAnalyzer(Settings.from_env()) as a:
+        yield a
+
+
+def _tables(analyzer, pictures: dict[str, np.ndarray]) -> tuple[pa.Table, pa.Table]:
+    """The images and faces tables a build would publish for these pictures (only the columns assign reads)."""
+    images, faces = [], []
+    for path, rgb in pictures.items():
+        sha = hashlib.sha256(rgb.tobytes() + path.encode()).hexdigest()
+        found = analyzer.analyze(rgb)
+        images.append({"path": path, "sha256": sha, "phash": perceptual_hash(rgb),
+                       "status": "faces" if found else "noface"})
+        faces += [{"path": path, "sha256": sha, "blendshapes": f.blendshapes.tolist(),
+                   "embedding": f.embedding.tolist()} for f in found]
+    return pa.Table.from_pylist(images), pa.Table.from_pylist(faces)
+
+
+def test_assign_groups_variants_of_one_picture_and_nothing_else(analyzer, grace_rgb, astronaut_rgb):
+    g = grace_rgb
+    pictures = {
+        "grace.jpg": g,
+        "copies/grace-small-low-quality.jpg": _jpeg(_resize(g, 0.5), 40),
+        "copies/grace-captioned.jpg": _captioned(g, "WHEN THE CODE COMPILES"),
+        "copies/grace-cropped.jpg": g[60:520, 40:480],
+        "astronaut.png": astronaut_rgb,
+        "wall.png": np.full((300, 400, 3), 180, np.uint8),
+        "sky.png": np.tile(np.linspace(40, 220, 400, dtype=np.uint8)[None, :, None], (300, 1, 3)),
+    }
+    images, faces = _tables(analyzer, pictures)
+    groups = assign(images, faces)
+    assert set(groups) == set(pictures)
+    grace = {groups[p] for p in pictures if "grace" in p}
+    assert len(grace) == 1, groups
+    others = [groups["astronaut.png"], groups["wall.png"], groups["sky.png"]]
+    assert len(set(others) | grace) == 4, groups
+    shas = dict(zip(images.column("path").to_pylist(), images.column("sha256").to_pylist()))
+    assert grace.pop() == min(shas[p] for p in pictures if "grace" in p)[:16]  # the smallest member id
+
+
+def test_a_shared_layout_with_different_faces_stays_apart(analyzer, grace_rgb, astronaut_rgb):
+    pictures = {"layout-grace.png": _in_layout(grace_rgb), "layout-astronaut.png": _in_layout(astronaut_rgb[:300, 120:380])}
+    images, faces = _tables(analyzer, pictures)
+    assert faces.num_rows == 2  # both faces are found, so the faces decide
+    bits = hash_distance(*images.column("phash").to_pylist())
+    assert bits <= NEAR_PICTURE_BITS  # the layout alone makes the two pictures look closer than chance
+    groups = assign(images, faces)
+    assert groups["layout-grace.png"] != groups["layout-astronaut.png"]
+
+
+def test_copies_share_a_template_and_an_unknown_hash_stays_alone(analyzer, grace_rgb):
+    images, faces = _tables(analyzer, {"a/grace.jpg": grace_rgb})
+    row = images.to_pylist()[0]
+    images = pa.Table.from_pylist([row, {**row, "path": "b/same-bytes.jpg"},
+                                   {"path": "broken.jpg", "sha256": "f" * 64, "phash": "", "status": "failed"}])
+    groups = assign(images, faces)
+    assert groups["a/grace.jpg"] == groups["b/same-bytes.jpg"] == row["sha256"][:16]
+    assert groups["broken.jpg"] == "f" * 16
