@@ -102,13 +102,13 @@ class DownloadFailed(MemeIndexError):
     """`memeindex download` got nothing usable: the source answered something that is not its API, or every file
     failed."""
 
-    exit_code = 10
+    exit_code = 12
 
 
 class SourceUnreachable(DownloadFailed):
     """No connection to the source at all (offline, DNS failure, firewall): said within seconds, not per file."""
 
-    exit_code = 11
+    exit_code = 13
 
 
 class BadUrlList(MemeIndexError):
