@@ -115,3 +115,10 @@ class BadUrlList(MemeIndexError):
     """The URL list given to `memeindex download urls` holds no URL."""
 
     exit_code = 2
+
+
+class ServiceBusy(MemeIndexError):
+    """The search service already holds its bound of searches in flight; the client should retry shortly."""
+
+    exit_code = 11
+    retry_after = 1  # seconds, sent as Retry-After with the HTTP 503

@@ -50,6 +50,7 @@ class Settings:
     # The service
     max_upload_bytes: int = 10 * 1024 * 1024  # larger uploads get 413
     max_k: int = 20
+    max_pending_searches: int = 8  # searches running or queued on the model thread; beyond, 503 + Retry-After
     reload_interval: float = 2.0  # seconds between checks for a newly published index
     thumb_cache_bytes: int = 64 * 1024 * 1024
     ssl_certfile: str = ""  # camera access from a phone needs HTTPS

@@ -5,8 +5,11 @@ import logging
 import mimetypes
 import time
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
 
 from ..errors import ImageTooLarge, NoFace, NotAnImage
 from .thumbs import MAX_SIZE, MIN_SIZE
@@ -18,6 +21,13 @@ IMMUTABLE = {"Cache-Control": "public, max-age=86400, immutable", "X-Content-Typ
 
 def _box(box) -> list[float]:
     return [round(float(v), 1) for v in box]
+
+
+async def search_slot(request: Request):
+    """One of the service's bounded search slots for the whole request, taken before the upload is read into
+    memory; none free raises ServiceBusy (503 + Retry-After, see app.py)."""
+    with request.app.state.service.slot():
+        yield
 
 
 def _parse_k(raw: str | None, max_k: int) -> int:
@@ -34,7 +44,8 @@ def _parse_k(raw: str | None, max_k: int) -> int:
 
 @router.post("/api/search", summary="Top-k memes making the expression of the largest face in the image")
 async def search(request: Request, image: UploadFile = File(..., description="a photo with a face (JPEG, PNG, ...)"),
-                 k: str | None = Form(None, description="how many memes (1 to MEMEINDEX_MAX_K, default 3)")):
+                 k: str | None = Form(None, description="how many memes (1 to MEMEINDEX_MAX_K, default 3)"),
+                 _slot: None = Depends(search_slot)):
     service = request.app.state.service
     k = _parse_k(k, service.max_k)
     data = await image.read(service.max_upload_bytes + 1)
@@ -73,6 +84,7 @@ def _file(request: Request, meme_id: str):
     return path
 
 
+@router.head("/api/memes/{meme_id}", include_in_schema=False)
 @router.get("/api/memes/{meme_id}", summary="The indexed image file of a meme, by id only",
             response_class=FileResponse)
 def meme_file(request: Request, meme_id: str):
@@ -83,6 +95,7 @@ def meme_file(request: Request, meme_id: str):
     return FileResponse(path, media_type=media_type, headers=IMMUTABLE, content_disposition_type="inline")
 
 
+@router.head("/api/memes/{meme_id}/thumb", include_in_schema=False)
 @router.get("/api/memes/{meme_id}/thumb", summary="A JPEG thumbnail of a meme (cached in memory)",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def meme_thumb(request: Request, meme_id: str,
@@ -102,8 +115,19 @@ def meme_thumb(request: Request, meme_id: str,
     return Response(data, media_type="image/jpeg", headers=IMMUTABLE)
 
 
-@router.get("/health", summary="Liveness plus the loaded index's facts")
-def health(request: Request):
+class Health(BaseModel):
+    status: str = Field(description='"ok" while the service answers')
+    searches: int = Field(ge=0, description="searches answered since start")
+    pending: int = Field(ge=0, description="searches running or queued now")
+    max_pending: int = Field(ge=1, description="beyond this many in flight a search gets 503 + Retry-After")
+    refused: int = Field(ge=0, description="searches refused as busy since start")
+    max_upload_bytes: int = Field(ge=1)
+    index: dict[str, Any] = Field(description="the loaded index's facts; server paths shown by their last part")
+
+
+@router.head("/health", include_in_schema=False)
+@router.get("/health", summary="Liveness plus the loaded index's facts", response_model=Health)
+def health(request: Request) -> Health:
     service = request.app.state.service
-    return {"status": "ok", "searches": service.searches, "max_upload_bytes": service.max_upload_bytes,
-            "index": service.info()}
+    return Health(status="ok", searches=service.searches, pending=service.pending, max_pending=service.max_pending,
+                  refused=service.refused, max_upload_bytes=service.max_upload_bytes, index=service.info())

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..errors import ServiceBusy
 from .api import router
 from .limits import UploadLimit
 from .service import SearchService
@@ -49,7 +50,7 @@ def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
@@ -57,6 +58,10 @@ def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) 
     async def bad_request(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": "; ".join(_describe(e) for e in exc.errors()) or "invalid request"},
                             status_code=400)
+
+    @app.exception_handler(ServiceBusy)
+    async def busy(request: Request, exc: ServiceBusy):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     app.add_middleware(UploadLimit, max_bytes=service.max_upload_bytes)
     return app

@@ -1,15 +1,22 @@
 """Upload cap as plain ASGI middleware: a body over the cap is refused with 413 before it is parsed or stored.
 
 The declared Content-Length is checked first; the bytes actually received are counted too (chunked uploads,
-lying headers), and the request is cut off as soon as they pass the cap.
+lying headers), and parsing stops as soon as they pass the cap. The rest of the body is then read and thrown
+away (up to DRAIN_BYTES, DRAIN_SECONDS) before the 413 goes out: closing a socket with unread bytes in it makes
+the kernel send a reset, and a client that sent no `Expect: 100-continue` would see "connection reset" instead
+of the message. A body past the drain bound still gets the 413, then the connection is closed.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from starlette.exceptions import HTTPException
 
 MULTIPART_SLACK = 64 * 1024  # room for the multipart boundary and part headers around the file
+DRAIN_BYTES = 256 * 1024 * 1024  # how much of a refused body is read and discarded (loopback: ~0.2 s per 100 MB)
+DRAIN_SECONDS = 30.0  # a slow sender gets its 413 after this, and a closed connection
 
 
 class BodyTooLarge(HTTPException):
@@ -28,22 +35,27 @@ class UploadLimit:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         limit = self.max_bytes + MULTIPART_SLACK
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 too_big = int(declared) > limit
             except ValueError:
                 return await _reply(send, 400, "bad Content-Length header")
             if too_big:
+                # A client that asked `Expect: 100-continue` sends nothing until told: answer it at once.
+                if headers.get(b"expect", b"").lower() != b"100-continue":
+                    await _drain(receive)
                 return await _reply(send, 413, self._message())
         received = 0
-        started = False
+        started = complete = False
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLarge(self._message())
             return message
@@ -58,10 +70,30 @@ class UploadLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
+                if not complete:
+                    await _drain(receive)
                 await _reply(send, 413, self._message())
 
     def _message(self) -> str:
         return f"upload too large: the limit is {self.max_bytes:,} bytes"
+
+
+async def _drain(receive) -> None:
+    """Read and discard the rest of a request body, bounded in bytes and time."""
+    drained, deadline = 0, time.monotonic() + DRAIN_SECONDS
+    while drained < DRAIN_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":  # http.disconnect
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _reply(send, status: int, detail: str) -> None:

@@ -1,25 +1,26 @@
 """SearchService: one Searcher shared by every request.
 
 The face models are not thread-safe, so every search (and every index reload) runs on one dedicated worker
-thread, one at a time; file and thumbnail requests never wait for it. A reload swaps the whole index object,
+thread, one at a time; file and thumbnail requests never wait for it. At most `max_pending_searches` searches
+are running or queued (each holds its upload in memory); one more is refused at once with ServiceBusy (503). A reload swaps the whole index object,
 so a request already holding the old one finishes on it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import ServiceBusy
 from ..search import MEME_ID
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 class SearchService:
@@ -29,6 +30,9 @@ class SearchService:
         self.index_dir = Path(index_dir) if index_dir is not None else Path(self.settings.index_dir)
         self.max_upload_bytes = self.settings.max_upload_bytes
         self.max_k = self.settings.max_k
+        self.max_pending = max(1, self.settings.max_pending_searches)
+        self.pending = 0  # searches holding a slot; touched on the event loop thread only
+        self.refused = 0
         self.reload_interval = self.settings.reload_interval if reload_interval is None else reload_interval
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memeindex-search")
         self._last_check = time.monotonic()
@@ -66,6 +70,19 @@ class SearchService:
         self.searches += 1
         return result
 
+    @contextmanager
+    def slot(self):
+        """Hold one of the `max_pending` search slots, or raise ServiceBusy at once (never queue past the bound).
+        Take it before reading the upload into memory: the bound is what keeps memory flat under a burst."""
+        if self.pending >= self.max_pending:
+            self.refused += 1
+            raise ServiceBusy(f"{self.pending} searches in flight (MEMEINDEX_MAX_PENDING_SEARCHES): retry shortly")
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+
     async def search(self, data: bytes, k: int):
         """QueryResult for uploaded bytes; raises NotAnImage, ImageTooLarge, NoFace."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, self._search, data, k)
@@ -93,14 +110,27 @@ class SearchService:
         return path
 
     def info(self) -> dict:
+        """The loaded index's facts for any client: absolute server paths are cut to their last part."""
         try:
             info = dict(self.searcher.info())
-        except Exception as exc:  # health must answer even when the index is unwell
-            info = {"error": str(exc)}
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()}
+        except Exception as exc:  # health must answer even when the index is unwell (the message may hold paths)
+            log.warning("index info failed: %s", exc)
+            return {"error": type(exc).__name__}
+        return {k: _public(v) for k, v in info.items()}
 
     def close(self) -> None:
         close = getattr(self.searcher, "close", None)
         if close:
             self._worker.submit(close).result()  # the models are closed on the thread that made them
         self._worker.shutdown(wait=True)
+
+
+def _public(value):
+    """A fact as a client may see it: a path (or a string naming an absolute path) becomes its last part."""
+    if isinstance(value, Path) or (isinstance(value, str) and os.path.isabs(value)):
+        return Path(value).name
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_public(v) for v in value]
+    return value
