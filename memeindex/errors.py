@@ -1,4 +1,7 @@
-"""Typed errors the library raises; the CLI turns each into one clean line and an exit code."""
+"""Typed errors the library raises; the CLI turns each into one clean line and an exit code.
+
+Each class owns its exit code, and no two kinds of failure share one (README lists them): 2 is also click's code
+for a bad command line, so only errors in what the user typed use it."""
 from __future__ import annotations
 
 
@@ -89,7 +92,7 @@ class WorkerFailed(MemeIndexError):
 class IndexDamaged(MemeIndexError):
     """`memeindex check` found a generation damaged (missing or unreadable files, counts that disagree)."""
 
-    exit_code = 10
+    exit_code = 11
 
 
 class RootMissing(MemeIndexError):
