@@ -7,7 +7,7 @@
 """
 __version__ = "0.1.0"
 
-__all__ = ["analyze", "build", "query", "evaluate", "Settings", "__version__"]
+__all__ = ["analyze", "build", "query", "evaluate", "check", "Settings", "__version__"]
 
 
 def __getattr__(name):
@@ -24,6 +24,9 @@ def __getattr__(name):
     if name == "evaluate":
         from .evaluate import evaluate
         return evaluate
+    if name == "check":
+        from .generation import check
+        return check
     if name == "Settings":
         from .settings import Settings
         return Settings

@@ -146,6 +146,32 @@ def info(index_dir, as_json):
             click.echo(f"{key:>14}: {value}")
 
 
+@main.command()
+@INDEX
+@JSON
+def check(index_dir, as_json):
+    """Verify an index (files, row counts, images vs faces, vectors, facts vs model); exits non-zero on damage."""
+    from .embedders import get_embedder
+    from .errors import IndexDamaged
+    from .faces import DETECTOR_VERSION
+    from .generation import check as check_index
+
+    embedder = get_embedder(Settings.from_env())
+    report = check_index(index_dir, embedder.model_id, embedder.dim, DETECTOR_VERSION)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"{report.index} ({report.generation}): images={report.images} faces={report.faces} "
+                   f"vectors={report.vectors} model={report.model_id} detector={report.detector}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        for problem in report.problems:
+            click.echo(f"damaged: {problem}", err=True)
+        click.echo("ok" if report.ok else f"DAMAGED: {len(report.problems)} problem(s)")
+    if not report.ok:
+        sys.exit(IndexDamaged.exit_code)
+
+
 @main.group()
 def models():
     """Model files: fetch and check them."""

@@ -587,3 +587,106 @@ def retag(faces: pa.Table, key: str, sha256: str, size: int, mtime_ns: int) -> p
         faces = faces.set_column(faces.schema.get_field_index(name), name, pa.array([value] * n, type_))
     return faces
 
+
+
+# -- check: the fsck ------------------------------------------------------------------------------------------------
+@dataclass
+class CheckReport:
+    index: str
+    generation: str = ""
+    images: int = 0
+    faces: int = 0
+    vectors: int = 0
+    model_id: str = ""
+    detector: str = ""
+    schema_version: int = 0
+    problems: list[str] = field(default_factory=list)  # damage: the index cannot be trusted
+    notes: list[str] = field(default_factory=list)  # worth knowing, not damage
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "ok": self.ok}
+
+
+def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
+          detector: str | None = None) -> CheckReport:
+    """Verify the published generation of `index_dir`: every file present and readable, row counts as the facts
+    say, images and faces agreeing, one vector per face row, facts matching the model (`model_id`/`dim`, when
+    given). Returns the report; raises IndexMissing when nothing was ever published there."""
+    idx = IndexDir(index_dir)
+    folder = idx.current()
+    report = CheckReport(index=str(idx.path), generation=folder.name)
+    problems = report.problems
+    if not folder.is_dir():
+        problems.append(f"CURRENT names {folder.name}, which does not exist")
+        return report
+    g = Generation(folder)
+    facts: dict = {}
+    try:
+        facts = g.facts
+        report.model_id, report.detector = facts.get("model_id", ""), facts.get("detector", "")
+        report.schema_version = facts.get("schema_version", 0)
+    except (OSError, ValueError) as exc:
+        problems.append(f"{FACTS_FILE}: unreadable ({_why(exc)})")
+    images = faces = None
+    for name, read in ((IMAGES_FILE, g.images), (FACES_FILE, g.faces)):
+        try:
+            table = read()
+        except (OSError, pa.ArrowException, IndexMismatch, KeyError, ValueError) as exc:
+            problems.append(f"{name}: unreadable ({_why(exc)})")
+            continue
+        if name == IMAGES_FILE:
+            images, report.images = table, table.num_rows
+        else:
+            faces, report.faces = table, table.num_rows
+    index = None
+    try:
+        index = g.read_index()
+        report.vectors = int(index.ntotal)
+    except Exception as exc:  # noqa: BLE001 (FAISS raises RuntimeError for anything unreadable)
+        problems.append(f"{INDEX_FILE}: unreadable ({_why(exc)})")
+    if facts:
+        try:
+            check_facts(facts, model_id, dim, idx.path)
+        except IndexMismatch as exc:
+            problems.append(str(exc))
+        if images is not None and facts.get("images") != images.num_rows:
+            problems.append(f"{IMAGES_FILE} holds {images.num_rows} rows, the facts say {facts.get('images')}")
+        if faces is not None and facts.get("count") != faces.num_rows:
+            problems.append(f"{FACES_FILE} holds {faces.num_rows} rows, the facts say {facts.get('count')}")
+        if index is not None and facts.get("dim") not in (None, index.d):
+            problems.append(f"{INDEX_FILE} holds {index.d}-d vectors, the facts say {facts.get('dim')}")
+    if faces is not None and index is not None and index.ntotal != faces.num_rows:
+        problems.append(f"{INDEX_FILE} holds {index.ntotal} vectors for {faces.num_rows} face rows")
+    if images is not None and faces is not None:
+        problems += agreement_errors(images, faces)[:20]
+        if index is not None and index.ntotal == faces.num_rows and faces.num_rows:
+            problems += _vectors_match(index, faces)
+    if detector is not None and report.detector != detector and images is not None:
+        stale = sum(1 for s, d in zip(images.column("status").to_pylist(), images.column("detector").to_pylist())
+                    if s == "noface" and d != detector)
+        report.notes.append(f"built with detector {report.detector or '(unrecorded)'}, the current one is "
+                            f"{detector}: the next build re-analyses {stale} file(s) without a face")
+    return report
+
+
+def _vectors_match(index, faces: pa.Table) -> list[str]:
+    """A few vectors read back from the index equal their rows' embeddings (when the index can give them back)."""
+    n = faces.num_rows
+    rows = sorted({0, n // 2, n - 1})
+    try:
+        stored = np.stack([index.reconstruct(int(i)) for i in rows])
+    except RuntimeError:  # an index type that keeps no vectors: nothing to compare
+        return []
+    wanted = embeddings(faces.take(rows))
+    if not np.allclose(stored, wanted, atol=1e-2):
+        return [f"{INDEX_FILE} vectors do not match the embeddings of {FACES_FILE} (rows {rows})"]
+    return []
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]

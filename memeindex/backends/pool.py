@@ -155,19 +155,26 @@ class PoolBackend:
                             if deaths_before_ready > 2 * n:
                                 raise WorkerFailed("worker processes keep dying while loading the models")
                         w.kill()
-                        workers[i] = _Worker(self._ctx, self.root, self.settings)
+                        workers[i] = self._respawn(pending)
                     elif timeout > 0 and w.task is not None and time.monotonic() - w.started > timeout:
                         yield self._failed(w.task, f"took longer than the {timeout:g} s per-file limit "
                                                    "(MEMEINDEX_FILE_TIMEOUT)")
                         w.task = None
                         w.kill()
-                        workers[i] = _Worker(self._ctx, self.root, self.settings)
+                        workers[i] = self._respawn(pending)
+                workers = [w for w in workers if w is not None]
         finally:
             for w in workers:
+                if w is None:
+                    continue
                 if w.task is None and w.ready:
                     w.stop()
                 else:
                     w.kill()
+
+    def _respawn(self, pending: deque) -> _Worker | None:
+        """A fresh worker in place of a lost one, when there is work left for it."""
+        return _Worker(self._ctx, self.root, self.settings) if pending else None
 
     def close(self) -> None:
         pass

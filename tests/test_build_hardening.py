@@ -1,0 +1,222 @@
+"""Issue #9 (build side) end to end on real photos and the real models: odd names, dying workers, symlinks,
+the hash/analysis race, a summary that accounts for every entry, `memeindex check`, detector upgrades."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memeindex import generation as gen
+from memeindex.generation import IndexDir
+
+from test_cli import run, save, summary
+
+
+@pytest.fixture
+def two(tmp_path, grace_rgb):
+    root = tmp_path / "memes"
+    save(grace_rgb, root / "grace.jpg", quality=90)
+    save(np.full((120, 160, 3), 200, np.uint8), root / "wall.png")
+    return root
+
+
+def _images(index) -> dict:
+    g = IndexDir(index).generation()
+    t = g.images()
+    return dict(zip(gen.row_keys(t), t.to_pylist()))
+
+
+def test_non_utf8_file_name_is_indexed_and_opens(tmp_path, two, grace_path):
+    odd = os.fsdecode(b"dir/\xff\xfe.jpg")
+    (two / "dir").mkdir()
+    (two / odd).write_bytes((two / "grace.jpg").read_bytes()[:-2] + b"\xff\xd9")  # other bytes, same picture
+    index = tmp_path / "index"
+    result = run("build", two, "--index", index, "--backend", "inprocess")
+    assert result.exit_code == 0, result.output
+    s = summary(result)
+    assert (s["images"], s["failed"], s["faces"]) == ("3", "0", "2")
+    rows = _images(index)
+    assert rows[odd]["status"] == "faces" and rows[odd]["path"] == "dir/\\xff\\xfe.jpg"
+    assert run("check", "--index", index).exit_code == 0
+
+    from memeindex.server.service import SearchService
+
+    service = SearchService(index)  # the server opens the exact file by id
+    try:
+        path = service.image_file(rows[odd]["sha256"][:16])
+        assert path is not None and path.read_bytes() == (two / odd).read_bytes()
+        q = json.loads(run("query", grace_path, "--index", index, "--json").stdout)
+        assert "dir/\\xff\\xfe.jpg" in {m["path"] for m in q["matches"]}
+    finally:
+        service.close()
+    assert summary(run("build", two, "--index", index))["unchanged"] == "3"  # and it stays found
+
+
+def _session_workers(leader: int) -> list[int]:
+    """Processes of the build's session that are not its direct children: its forkserver's workers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == leader:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, sid = int(fields[1]), int(fields[3])
+        if sid == leader and ppid != leader:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_worker_fails_one_file_and_the_build_goes_on(tmp_path, grace_rgb):
+    root = tmp_path / "memes"
+    rng = np.random.default_rng(7)
+    for i in range(30):
+        img = grace_rgb[::2, ::2].copy() if i % 2 else grace_rgb.copy()
+        img[:4, :4] = rng.integers(0, 255, (4, 4, 3))
+        save(img, root / f"face-{i:02d}.png")
+    index = tmp_path / "index"
+    env = {**os.environ, "MEMEINDEX_CHECKPOINT_EVERY": "4"}
+    cmd = [sys.executable, "-m", "memeindex", "build", str(root), "--index", str(index), "--no-progress",
+           "--workers", "2", "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((index / "partial").glob("faces-*.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.05)
+        workers = _session_workers(proc.pid)
+        assert workers, "no worker processes found"
+        for pid in workers:  # the forkserver has one process too: kill them all, the build must survive
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-2000:]
+    s = json.loads(out)
+    assert s["images"] == 30 and s["indexed"] == 30
+    rows = _images(index)
+    died = [r for r in rows.values() if r["status"] == "failed"]
+    assert all("died" in r["reason"] for r in died) and 1 <= len(died) <= 2
+    assert s["faces"] == 30 - len(died)
+    assert not (index / gen.LOCK).exists() or run("build", root, "--index", index).exit_code == 0  # lock released
+
+
+def test_a_file_over_the_time_limit_fails_alone(tmp_path, two):
+    index = tmp_path / "index"
+    result = run("build", two, "--index", index, "--workers", "1", env={"MEMEINDEX_FILE_TIMEOUT": "0.001"})
+    assert result.exit_code == 0, result.output
+    rows = _images(index)
+    assert {r["status"] for r in rows.values()} == {"failed"}
+    assert all("per-file limit" in r["reason"] for r in rows.values())
+    assert "skipping grace.jpg: took longer" in result.stderr
+
+
+def test_symlinks_inside_the_root_are_indexed_and_served_outside_ones_skipped(tmp_path, two, grace_rgb):
+    outside = save(grace_rgb[::2, ::2], tmp_path / "elsewhere" / "private.jpg")
+    os.symlink(outside, two / "outside-link.jpg")
+    os.symlink(two / "grace.jpg", two / "inside-link.jpg")
+    index = tmp_path / "index"
+    result = run("build", two, "--index", index, "--backend", "inprocess")
+    assert result.exit_code == 0, result.output
+    rows = _images(index)
+    assert "outside-link.jpg" not in rows and rows["inside-link.jpg"]["status"] == "faces"
+    assert summary(result)["skipped"] == "1"
+    assert "skipping outside-link.jpg: symlink to a file outside the image folder" in result.stderr
+
+    from memeindex.server.service import SearchService
+
+    service = SearchService(index)
+    try:  # every id the index holds is one the server opens
+        for row in rows.values():
+            assert service.image_file(row["sha256"][:16]) is not None
+    finally:
+        service.close()
+
+
+def test_a_file_replaced_between_hashing_and_analysis_gets_rows_of_what_was_analysed(tmp_path, two, grace_rgb,
+                                                                                      monkeypatch):
+    from memeindex import indexer
+
+    wall = (two / "wall.png").read_bytes()
+    face = (two / "grace.jpg").read_bytes()
+    real = indexer.fingerprint
+
+    def racing_fingerprint(path):
+        fp = real(path)
+        if Path(path).name == "grace.jpg":
+            Path(path).write_bytes(wall)  # replaced after hashing, before the analysis reads it
+        return fp
+
+    monkeypatch.setattr(indexer, "fingerprint", racing_fingerprint)
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    rows = _images(index)
+    assert rows["grace.jpg"]["status"] == "noface"
+    assert rows["grace.jpg"]["sha256"] == hashlib.sha256(wall).hexdigest()  # the bytes analysed, not hashed
+    assert run("check", "--index", index).exit_code == 0
+    monkeypatch.setattr(indexer, "fingerprint", real)
+    (two / "copy.jpg").write_bytes(face)  # the face picture's content, new: analysed, not "known as noface"
+    s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    assert _images(index)["copy.jpg"]["status"] == "faces" and (s["indexed"], s["unchanged"]) == ("1", "2")
+
+
+def test_summary_accounts_for_every_entry(tmp_path, two, grace_rgb):
+    (two / "index.tsv").write_text("path\tlabel\n")
+    (two / "README").write_text("my memes\n")
+    (two / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (two / "broken.jpg").write_bytes(b"not really a jpeg")
+    os.symlink(two / "gone.jpg", two / "dangling.jpg")
+    index = tmp_path / "index"
+    first = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    scanned = 7  # grace, wall, index.tsv, README, .DS_Store, broken.jpg, dangling.jpg
+    assert (first["ignored"], first["skipped"], first["failed"], first["indexed"]) == ("3", "1", "1", "3")
+    assert sum(int(first[k]) for k in ("indexed", "unchanged", "reused", "skipped", "ignored")) == scanned
+    again = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    assert again["failed"] == "1" and again["unchanged"] == "3"  # the index still holds that failure
+    (two / "wall.png").unlink()
+    (two / "broken.jpg").unlink()
+    rebuilt = summary(run("build", two, "--index", index, "--rebuild", "--backend", "inprocess"))
+    assert rebuilt["removed"] == "2" and rebuilt["images"] == "1"
+
+
+def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    ok = run("check", "--index", index, "--json")
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
+    faces = IndexDir(index).generation().faces_path
+    faces.write_bytes(faces.read_bytes()[: faces.stat().st_size // 2])
+    bad = run("check", "--index", index)
+    assert bad.exit_code == 10 and "faces.parquet" in bad.stderr and "DAMAGED" in bad.stdout
+    assert run("check", "--index", tmp_path / "nothing").exit_code == 4
+
+
+def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    g = IndexDir(index).generation()
+    assert g.facts["detector"] and set(g.images().column("detector").to_pylist()) == {g.facts["detector"]}
+    # As an index made by an older detector: its noface rows and facts name detector "0".
+    images = g.images()
+    older = images.set_column(images.schema.get_field_index("detector"), "detector",
+                              pa.array(["0"] * images.num_rows))
+    pq.write_table(older, g.images_path)
+    facts = json.loads(g.facts_path.read_text())
+    g.facts_path.write_text(json.dumps({**facts, "detector": "0"}))
+    assert "re-analyses 1 file" in run("check", "--index", index).stdout
+    s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    assert (s["redetected"], s["indexed"], s["unchanged"]) == ("1", "1", "1")
+    assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
