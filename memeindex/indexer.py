@@ -176,18 +176,16 @@ def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: li
 
 
 def _templates(images: pa.Table, faces: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Near-duplicate groups (the `template` columns), when this version groups them."""
-    try:
-        from .templates import assign
-    except ImportError:
-        return images, faces
+    """Both tables with their `template` column filled: near-duplicate groups over the whole generation."""
+    from .templates import assign
+
     groups = assign(images, faces)
-    for name in ("images", "faces"):
-        table = images if name == "images" else faces
+
+    def fill(table: pa.Table) -> pa.Table:
         col = pa.array([groups.get(p, "") for p in table.column("path").to_pylist()], pa.string())
-        table = table.set_column(table.schema.get_field_index("template"), "template", col)
-        images, faces = (table, faces) if name == "images" else (images, table)
-    return images, faces
+        return table.set_column(table.schema.get_field_index("template"), "template", col)
+
+    return fill(images), fill(faces)
 
 
 def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path, model_id: str, dim: int,

@@ -16,6 +16,7 @@ from .generation import FileRef, FileRows, file_rows
 from .plan import Task
 from .scan import sha256_bytes
 from .settings import Settings
+from .templates import perceptual_hash
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,6 @@ def detector_version() -> str:
     return DETECTOR_VERSION
 
 
-def _perceptual_hash():
-    try:
-        from .templates import perceptual_hash
-    except ImportError:  # near-duplicate grouping not in this version: phash stays "" (unknown)
-        return None
-    return perceptual_hash
-
-
 class Analysis:
     """Models loaded once; `run(task)` never raises for a bad file: it becomes a `failed` row with its reason."""
 
@@ -52,7 +45,6 @@ class Analysis:
         self.analyzer = FaceAnalyzer(settings)  # settings.embedder names the model
         self.model_id = self.analyzer.embedder.model_id
         self.detector = detector_version()
-        self._phash = _perceptual_hash()
 
     def read(self, task: Task) -> tuple[bytes, FileRef]:
         """The file's bytes and the FileRef describing exactly them. Raises OSError / MemeIndexError."""
@@ -71,8 +63,8 @@ class Analysis:
         phash = ""
         try:
             frames = self.analyzer.frames(data)
-            if self._phash is not None and frames:
-                phash = self._phash(frames[0].rgb)
+            if frames:
+                phash = perceptual_hash(frames[0].rgb)  # near-duplicate grouping at publish (templates.assign)
             faces = [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
         except MemeIndexError as exc:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))

@@ -200,7 +200,7 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
     faces = IndexDir(index).generation().faces_path
     faces.write_bytes(faces.read_bytes()[: faces.stat().st_size // 2])
     bad = run("check", "--index", index)
-    assert bad.exit_code == 10 and "faces.parquet" in bad.stderr and "DAMAGED" in bad.stdout
+    assert bad.exit_code == 11 and "faces.parquet" in bad.stderr and "DAMAGED" in bad.stdout
     assert run("check", "--index", tmp_path / "nothing").exit_code == 4
 
 
