@@ -5,8 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MEMEINDEX := $(VENV)/bin/memeindex
 INDEX ?= indexes/default
-# The shared memes when this checkout sits beside them, else a demo folder made from public-domain photos.
-IMAGES ?= $(if $(wildcard ../shared/data/memes),../shared/data/memes,indexes/demo-images)
+# What `make run` indexes: IMAGES=DIR when given, else MEMES: shared (../shared/data/memes, the default beside it),
+# imgflip (imgflip's popular templates, downloaded into indexes/imgflip-memes; the demo folder when offline) or demo
+# (public-domain photos). Without ../shared the default asks whether to download imgflip's (scripts/meme_folder.py).
+MEMES ?= $(if $(wildcard ../shared/data/memes),shared,ask)
+IMAGES ?=
 QUERY ?= $(shell $(PY) -c "import matplotlib, os; print(os.path.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg'))" 2>/dev/null)
 TRAIN_VENV ?= .venv-train
 
@@ -30,8 +33,9 @@ models: install  ## fetch the pinned face model into models/ (sha256-checked)
 indexes/demo-images: | install
 	$(PY) scripts/demo_images.py $@
 
-build: models $(if $(findstring demo-images,$(IMAGES)),indexes/demo-images)  ## index IMAGES (incremental)
-	$(MEMEINDEX) build $(IMAGES) --index $(INDEX)
+build: models  ## index IMAGES, else the MEMES folder (incremental)
+	@images='$(IMAGES)'; [ -n "$$images" ] || images=$$($(PY) scripts/meme_folder.py $(MEMES)) || exit $$?; \
+	echo "$(MEMEINDEX) build $$images --index $(INDEX)"; $(MEMEINDEX) build "$$images" --index $(INDEX)
 
 query: models  ## search INDEX with the face in QUERY
 	$(MEMEINDEX) query "$(QUERY)" --index $(INDEX)

@@ -173,6 +173,7 @@ def download(entries: list[Entry], dest: Path, settings: Settings, progress: boo
     dest.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(dest)
     client = client or _Client(settings)
+    client.answered = False  # the API answering says nothing about the image host
     rows = read_index(dest)
     width = max(3, len(str(max((e.rank for e in entries), default=0))))
     summary = DownloadSummary(dest=str(dest))
@@ -391,6 +392,7 @@ class _Client:
         self.settings = settings
         self.allowed = _allowed_networks(settings.download_allow_private)
         self.answered = False  # a server answered at least once: the network works
+        self._failed_connections: dict[str, int] = {}  # by host:port: one that never answers is not tried forever
         self._last_request = float("-inf")
 
     def open(self, url: str) -> http.client.HTTPResponse:
@@ -406,7 +408,15 @@ class _Client:
                 raise _Refused(f"bad port in {_short(url)}") from None
             if not host:
                 raise _Refused(f"no host in {_short(url)}")
-            addresses = self._resolve(host, port)
+            where = f"{host}:{port}"
+            failures = self._failed_connections.get(where, 0)
+            if failures >= _OFFLINE_AFTER:
+                raise _NoConnection(f"{where} did not answer {failures} times: not tried again this run")
+            try:
+                addresses = self._resolve(host, port)
+            except _NoConnection:
+                self._failed_connections[where] = failures + 1
+                raise
             self._pace()
             conn_class = _PinnedHTTPS if parts.scheme.lower() == "https" else _PinnedHTTP
             conn = conn_class(host, port, addresses, timeout)
@@ -417,6 +427,7 @@ class _Client:
                 resp = conn.getresponse()
             except _NoConnection:
                 conn.close()
+                self._failed_connections[where] = failures + 1
                 raise
             except ssl.SSLError as exc:
                 conn.close()
@@ -428,6 +439,7 @@ class _Client:
                 conn.close()
                 raise _Transient(f"connection to {host} broke ({exc})") from None
             self.answered = True
+            self._failed_connections.pop(where, None)
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location")
                 resp.close()

@@ -265,6 +265,7 @@ def test_urls_fetches_good_refuses_bad_resumes_and_builds(tmp_path, server, imag
     built = run("build", dest, "--index", index, "--json", "--workers", "1")
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
+    assert (summary["images"], summary["failed"]) == (4, 0)  # index.tsv is not an image: not counted as failed
     assert summary["faces"] >= 4  # Grace twice, mirrored Grace, the astronaut
     hits = json.loads(run("query", dest / "001-grace-hopper.jpg", "--index", index, "--json", "-k", "4").stdout)
     assert hits["matches"][0]["path"] in ("001-grace-hopper.jpg", "004-moved-grace.jpg")
@@ -341,6 +342,30 @@ def test_offline_is_one_clear_line_and_a_documented_code(tmp_path):
     assert urls.stderr.count("skipping") == dl._OFFLINE_AFTER - 1  # it stops after the first few, not all ten
 
 
+def test_a_dead_host_is_given_up_on_and_the_rest_fetched(tmp_path, server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    urls = [server.url("/img/grace.jpg"), *[f"{dead}/{n}.jpg" for n in range(5)], server.url("/img/wall.png")]
+    result = run("download", "urls", write_list(tmp_path / "l.txt", urls), tmp_path / "m", "--allow-private",
+                 LOOPBACK, "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and (report["downloaded"], report["failed"]) == (2, 5)
+    reasons = [f["reason"] for f in report["files"][1:6]]
+    assert all("Connection refused" in r for r in reasons[:dl._OFFLINE_AFTER])
+    assert all("not tried again" in r for r in reasons[dl._OFFLINE_AFTER:])
+
+    # The API answering does not prove the image host works: a dead image host is "offline", said at once.
+    memes = [{"id": str(n), "name": f"m{n}", "url": f"{dead}/{n}.jpg"} for n in range(20)]
+    server.routes["/dead_memes"] = lambda h: send(h, json.dumps({"success": True, "data": {"memes": memes}}).encode(),
+                                                  "application/json")
+    flip = run("download", "imgflip", tmp_path / "f", "--allow-private", LOOPBACK,
+               env={"MEMEINDEX_IMGFLIP_API": server.url("/dead_memes")})
+    assert flip.exit_code == SourceUnreachable.exit_code and "offline or blocked" in flip.stderr
+
+
 def test_private_addresses_are_refused_by_default(tmp_path, server):
     listing = write_list(tmp_path / "list.txt", [server.url("/img/grace.jpg"), "http://localhost/x.jpg"])
     result = run("download", "urls", listing, tmp_path / "memes", "--json")
@@ -388,3 +413,28 @@ def test_url_list_names_and_stale_temp_files(tmp_path):
     (dest / f".002-y.part-{os.getppid()}").write_bytes(b"live")  # a running process's
     dl.download([], dest, Settings.from_env())
     assert leftovers(dest) == [f".002-y.part-{os.getppid()}"]
+
+
+def test_make_run_downloads_imgflip_and_falls_back_offline(tmp_path, server):
+    """scripts/meme_folder.py, which `make run` asks for its folder: the download, an earlier one, else the demo."""
+    import socket
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "meme_folder.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/get_memes"
+    folders = ["--imgflip-dir", str(tmp_path / "imgflip"), "--demo-dir", str(tmp_path / "demo")]
+
+    def choose(api: str, *extra: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, **FAST, "MEMEINDEX_IMGFLIP_API": api, "MEMEINDEX_DOWNLOAD_ALLOW_PRIVATE": LOOPBACK}
+        return subprocess.run([sys.executable, str(script), "imgflip", *folders, *extra], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    online = choose(server.url("/get_memes"))
+    assert online.stdout.strip() == str(tmp_path / "imgflip"), online.stderr
+    assert "downloaded=3 skipped=0 failed=1" in online.stderr
+    offline_later = choose(closed)
+    assert offline_later.stdout.strip() == str(tmp_path / "imgflip") and "earlier download" in offline_later.stderr
+    offline_first = choose(closed, "--imgflip-dir", str(tmp_path / "never"))
+    assert offline_first.stdout.strip() == str(tmp_path / "demo"), offline_first.stderr
+    assert "offline?" in offline_first.stderr and len(list((tmp_path / "demo").glob("*.jpg"))) >= 3
