@@ -19,10 +19,14 @@ TRAIN_VENV ?= .venv-train
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
+# mediapipe (test extra) brings opencv-contrib-python beside our headless OpenCV: both own cv2/. Whichever went
+# in last must still import; if not, one clean copy of the superset (contrib) is put back.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[server,test]'
+	$(PY) -c "import cv2, numpy; cv2.warpAffine(numpy.zeros((4, 4), numpy.uint8), numpy.eye(2, 3), (4, 4))" 2>/dev/null \
+	  || $(PY) -m pip install --quiet --force-reinstall --no-deps opencv-contrib-python
 	touch $@
 
 install: $(VENV)/.installed  ## make the virtual environment and install memeindex into it

@@ -12,7 +12,9 @@ from .errors import MemeIndexError
 from .settings import Settings
 
 INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_INDEX",
-                     default="indexes/default", show_default=True, help="Index folder.")
+                     callback=lambda ctx, param, value: value or Settings.from_env().index_dir,
+                     help="Index folder (default: $MEMEINDEX_INDEX, else ~/.local/share/memeindex/default; "
+                          "never relative to the current folder).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 

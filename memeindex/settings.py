@@ -16,6 +16,13 @@ def _default_models_dir() -> Path:
     return Path.home() / ".cache" / "memeindex" / "models"
 
 
+def _default_index_dir() -> Path:
+    """Where `--index` points when neither it nor MEMEINDEX_INDEX is given: a per-user data folder, the same from
+    any working directory (XDG_DATA_HOME, else ~/.local/share)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "memeindex" / "default"
+
+
 def _env(name: str, default, cast=str):
     raw = os.environ.get(f"MEMEINDEX_{name}")
     if raw in (None, ""):
@@ -31,7 +38,7 @@ def _env(name: str, default, cast=str):
 @dataclass(frozen=True)
 class Settings:
     models_dir: Path = field(default_factory=_default_models_dir)
-    index_dir: Path = Path("indexes/default")
+    index_dir: Path = field(default_factory=_default_index_dir)
     embedder: str = "auto"  # "auto" = the learned model when present, else the blendshape baseline
     workers: int = max(1, os.cpu_count() or 1)
     max_pixels: int = 4_000_000  # frames are downscaled to this before detection
