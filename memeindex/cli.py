@@ -126,10 +126,15 @@ def _table(result) -> str:
     f = result.query_face
     lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
              f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
-             f"{'#':>2}  {'score':>6}  {'dist':>5}  meme"]
-    lines += [m.line(rank) for rank, m in enumerate(result.matches, 1)]
+             f"{'#':>2}  {'score':>5}  {'dist':>5}  meme  [traits both faces show, 0-1]"]
+    for rank, m in enumerate(result.matches, 1):
+        lines.append(m.line(rank))
+        if m.variants:
+            lines.append(f"{'':>21}also: {', '.join(v.path for v in m.variants)}")
     if not result.matches:
         lines.append("    (the index holds no faces)")
+    if not result.calibrated:
+        lines.append(f"(no calibration for {result.model_id}: scores are 1 - distance/sqrt(2), not probabilities)")
     return "\n".join(lines)
 
 

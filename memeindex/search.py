@@ -1,4 +1,8 @@
-"""query(): analyze the query image -> FAISS search -> one best face per meme -> Match list.
+"""query(): analyze the query image -> FAISS search -> the best face of each template -> Match list.
+
+A match is one template (near-duplicate files grouped at build time, `templates.py`): its best face, the
+calibrated score of that face's distance (`calibrate.py`), the expression traits both faces share (`traits.py`)
+and the template's other files as variants. The CLI's `--json` and the API print `Match.to_dict()` as it is.
 
 `Searcher` holds one loaded index generation and swaps in a newer one when a build publishes it; a search in
 flight keeps the generation it started with.
@@ -8,12 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import generation, vectors
+from . import calibrate, generation, traits, vectors
 from .errors import NoFace
 from .faces import Face
 from .generation import IndexDir
@@ -23,24 +27,43 @@ log = logging.getLogger(__name__)
 MEME_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-@dataclass
-class Match:
-    meme_id: str  # first 16 hex of the file's sha256: stable across rebuilds, the only id a URL carries
-    path: str  # relative to the indexed root
-    name: str
-    distance: float  # L2 between unit vectors: 0 same, sqrt(2) unrelated, 2 opposite
-    similarity: float  # cosine, 1 - distance^2 / 2
-    weak: bool
-    box: tuple
-    frame: int
+@dataclass(frozen=True)
+class Variant:
+    """Another file of a match's template (the same picture at another size, crop, caption or quality)."""
+
+    id: str
+    path: str
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "box": [round(v, 1) for v in self.box]}
+        return {"id": self.id, "path": self.path}
+
+
+@dataclass
+class Match:
+    id: str  # first 16 hex of the file's sha256: stable across rebuilds, the only id a URL carries
+    path: str  # relative to the indexed root
+    name: str
+    score: float  # calibrated: P(people call the two expressions the same), 0..1
+    distance: float  # L2 between unit vectors: 0 same, sqrt(2) unrelated, 2 opposite
+    box: tuple  # the matched face, x0, y0, x1, y1 in the file's (EXIF-upright) pixels
+    frame: int
+    traits: list[traits.Trait] = field(default_factory=list)  # what both faces show, strongest first
+    variants: list[Variant] = field(default_factory=list)  # the template's other files
+    weak: bool = False  # score below settings.weak_score
+
+    def to_dict(self) -> dict:
+        """The one result format (CLI --json and the API)."""
+        return {"id": self.id, "path": self.path, "name": self.name, "score": round(float(self.score), 4),
+                "distance": round(float(self.distance), 4), "box": [round(float(v), 1) for v in self.box],
+                "frame": int(self.frame), "traits": [t.to_dict() for t in self.traits],
+                "variants": [v.to_dict() for v in self.variants], "weak": bool(self.weak)}
 
     def line(self, rank: int) -> str:
-        """One row of a result table: rank, score, distance, path, and a label on a weak match."""
+        """One row of a result table: rank, score, distance, path, shared traits, variants, a weak label."""
+        shared = f"  [{', '.join(str(t) for t in self.traits)}]" if self.traits else ""
+        variants = f"  +{len(self.variants)} variant{'s' if len(self.variants) > 1 else ''}" if self.variants else ""
         weak = "  (weak match)" if self.weak else ""
-        return f"{rank:>2}  {self.similarity * 100:5.1f}%  {self.distance:5.3f}  {self.path}{weak}"
+        return f"{rank:>2}  {self.score * 100:4.0f}%  {self.distance:5.3f}  {self.path}{shared}{variants}{weak}"
 
 
 @dataclass
@@ -49,14 +72,18 @@ class QueryResult:
     face_index: int
     matches: list[Match]
     model_id: str
+    calibrated: bool = True  # False: no fitted curve for this model, scores are the documented fallback
 
     @property
     def query_face(self) -> Face:
         return self.faces[self.face_index]
 
     def to_dict(self) -> dict:
-        return {"model_id": self.model_id, "face": self.face_index, "faces": len(self.faces),
-                "query_box": [round(v, 1) for v in self.query_face.box],
+        """The one result format (CLI --json and the API): the query's faces, then the matches."""
+        return {"model_id": self.model_id, "calibrated": self.calibrated,
+                "query": {"face": self.face_index + 1, "box": [round(float(v), 1) for v in self.query_face.box],
+                          "faces": [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 3)}
+                                    for f in self.faces]},
                 "matches": [m.to_dict() for m in self.matches]}
 
 
@@ -74,17 +101,33 @@ class _Generation:
         self.facts = gen.facts
         gen.check(model_id, dim)
         self.index = gen.read_index()
-        t = gen.faces(["path", "sha256", "frame", "box"])
+        t = gen.faces(["path", "sha256", "frame", "box", "blendshapes", "template"])
         self.paths = t.column("path").to_pylist()  # display text (odd bytes of a non-UTF-8 name as \xNN)
         self.shas = t.column("sha256").to_pylist()
         self.frames = t.column("frame").to_pylist()
         self.boxes = np.asarray(t.column("box").combine_chunks().values, np.float32).reshape(-1, 4)
+        # Blendshapes only explain matches (traits): a byte each is plenty, and 4x smaller in memory.
+        shapes = np.asarray(t.column("blendshapes").combine_chunks().values, np.float32).reshape(t.num_rows, -1)
+        self.blendshapes = np.round(np.clip(shapes, 0.0, 1.0) * 255).astype(np.uint8)
+        # A face's template; "" (an index grouped by no version) makes each file its own template.
+        self.templates = [tpl or sha[:16] for tpl, sha in zip(t.column("template").to_pylist(), self.shas)]
         self.root = Path(self.facts["root"])
-        images = gen.images(["path", "path_bytes", "sha256", "status"])
+        images = gen.images(["path", "path_bytes", "sha256", "status", "template"])
         keys = generation.row_keys(images)  # the exact file names, for opening them
-        self.files = {sha[:16]: key for key, sha, status in zip(keys, images.column("sha256").to_pylist(),
-                                                                 images.column("status").to_pylist())
-                      if status != "failed"}
+        shas, statuses = images.column("sha256").to_pylist(), images.column("status").to_pylist()
+        self.files = {sha[:16]: key for key, sha, status in zip(keys, shas, statuses) if status != "failed"}
+        self.members: dict[str, list[Variant]] = {}  # template -> its files, by path
+        for path, sha, status, tpl in zip(images.column("path").to_pylist(), shas, statuses,
+                                          images.column("template").to_pylist()):
+            if status != "failed":
+                self.members.setdefault(tpl or sha[:16], []).append(Variant(sha[:16], path))
+        for files in self.members.values():
+            files.sort(key=lambda v: v.path)
+
+    def variants(self, row: int) -> list[Variant]:
+        """The other files of the template of face `row` (copies of the matched file itself left out)."""
+        own = self.shas[row][:16]
+        return [v for v in self.members.get(self.templates[row], ()) if v.id != own]
 
 
 class Searcher:
@@ -98,6 +141,7 @@ class Searcher:
         self._lock = threading.Lock()
         self._stamp = self.index_dir.pointer_stamp()
         self._gen = _Generation(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
+        self.curve = calibrate.curve_for(self.embedder.model_id)
 
     @property
     def analyzer(self):
@@ -122,24 +166,30 @@ class Searcher:
                 log.info("loaded index generation with %d faces", gen.index.ntotal)
         return True
 
-    def search_vector(self, vector: np.ndarray, k: int = 3) -> list[Match]:
+    def search_vector(self, vector: np.ndarray, k: int = 3, blendshapes: np.ndarray | None = None) -> list[Match]:
+        """The best face of each of the k nearest templates to `vector`; `blendshapes` (the query face's 52) name
+        the traits each match shares with it (none without them)."""
         gen = self._gen
         matches, seen, want = [], set(), k * 8
         while True:
             dist, ids = vectors.search(gen.index, np.asarray(vector, np.float32)[None, :], want)
             for d, i in zip(dist[0], ids[0]):
-                if i < 0 or gen.shas[i] in seen:
+                if i < 0 or gen.templates[i] in seen:
                     continue
-                seen.add(gen.shas[i])
-                matches.append(Match(meme_id=gen.shas[i][:16], path=gen.paths[i], name=meme_name(gen.paths[i]),
-                                     distance=float(d), similarity=float(1.0 - d * d / 2.0),
-                                     weak=bool(d > self.settings.weak_distance),
-                                     box=tuple(float(v) for v in gen.boxes[i]), frame=int(gen.frames[i])))
+                seen.add(gen.templates[i])
+                matches.append(self._match(gen, int(i), float(d), blendshapes))
                 if len(matches) == k:
                     return matches
             if want >= gen.index.ntotal:
                 return matches
             matches, seen, want = [], set(), want * 4
+
+    def _match(self, gen: _Generation, row: int, distance: float, blendshapes) -> Match:
+        score = float(self.curve.score(distance))
+        shared = traits.shared(blendshapes, gen.blendshapes[row] / 255.0) if blendshapes is not None else []
+        return Match(id=gen.shas[row][:16], path=gen.paths[row], name=meme_name(gen.paths[row]), score=score,
+                     distance=distance, box=tuple(float(v) for v in gen.boxes[row]), frame=int(gen.frames[row]),
+                     traits=shared, variants=gen.variants(row), weak=score < self.settings.weak_score)
 
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:
         faces = self.analyzer.analyze(source)
@@ -149,8 +199,10 @@ class Searcher:
         index = face or 0
         if not 0 <= index < len(faces):
             raise NoFace(f"the query image has {len(faces)} face(s); there is no face {index + 1}")
-        return QueryResult(faces=faces, face_index=index, matches=self.search_vector(faces[index].embedding, k),
-                           model_id=self.embedder.model_id)
+        chosen = faces[index]
+        return QueryResult(faces=faces, face_index=index,
+                           matches=self.search_vector(chosen.embedding, k, chosen.blendshapes),
+                           model_id=self.embedder.model_id, calibrated=self.curve.fitted)
 
     def image_file(self, meme_id: str) -> Path:
         if not MEME_ID.match(meme_id or ""):
@@ -169,7 +221,7 @@ class Searcher:
 
 def query(image, index_dir: Path | None = None, k: int = 3, face: int | None = None,
           settings: Settings | None = None) -> QueryResult:
-    """Top-k memes for the face in `image` (path, bytes or RGB array): one entry per meme, its best face."""
+    """Top-k memes for the face in `image` (path, bytes or RGB array): one entry per template, its best face."""
     searcher = Searcher(index_dir, settings)
     try:
         return searcher.search(image, k=k, face=face)

@@ -1,5 +1,5 @@
 """Contact sheets: the query with its face boxed, then the top-k memes with the matched face outlined and the
-distance under each. `memeindex query face.jpg --sheet out.png`."""
+score (calibrated P(same expression)), the traits both faces share and the variants under each. `memeindex query face.jpg --sheet out.png`."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +13,7 @@ from .images import decode
 log = logging.getLogger(__name__)
 
 QUERY_COLOUR, MATCH_COLOUR, WEAK_COLOUR, OTHER_COLOUR = (39, 174, 96), (255, 140, 0), (150, 150, 160), (190, 190, 190)
-PAD, CAPTION, COLUMNS = 14, 52, 6
+PAD, CAPTION, COLUMNS = 14, 96, 6
 
 
 def _font(size: int):
@@ -98,8 +98,13 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         x, y = origin(n)
         colour = WEAK_COLOUR if m.weak else MATCH_COLOUR
         _fit(sheet, _picture(_meme_path(searcher_or_root, m), m.frame), cell, x, y, [(m.box, colour, 4)])
-        detail = f"distance {m.distance:.3f}" + ("  (weak)" if m.weak else "")
-        _caption(draw, x, y + cell, cell, [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15)])
+        detail = f"score {m.score * 100:.0f}%" + (" (weak)" if m.weak else "") + f"  distance {m.distance:.3f}"
+        shared = ", ".join(str(t) for t in m.traits) or "no strong trait in common"
+        lines = [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15), (shared, (70, 70, 80), 15)]
+        if m.variants:
+            lines.append((f"+{len(m.variants)} variant{'s' if len(m.variants) > 1 else ''}: "
+                          + ", ".join(v.path.rsplit("/", 1)[-1] for v in m.variants), (120, 120, 130), 13))
+        _caption(draw, x, y + cell, cell, lines)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save = sheet if out_path.suffix.lower() not in (".jpg", ".jpeg") else sheet.convert("RGB")
@@ -111,7 +116,7 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
 def _meme_path(searcher_or_root, match) -> Path | None:
     if hasattr(searcher_or_root, "image_file"):
         try:
-            return Path(searcher_or_root.image_file(match.meme_id))
+            return Path(searcher_or_root.image_file(match.id))
         except KeyError:
             return None
     return Path(searcher_or_root) / match.path

@@ -62,6 +62,8 @@ def chrome(browser_bins, camera: Path, width: int, height: int):
 TILES_JS = """
 return [...document.querySelectorAll('#tiles .tile')].map(t => ({
   name: t.querySelector('.name').textContent, score: t.querySelector('.score').textContent,
+  traits: [...t.querySelectorAll('.traits li')].map(li => li.textContent),
+  variants: t.querySelector('.variants').textContent, weak: t.classList.contains('weak'),
   loaded: t.querySelector('img').complete && t.querySelector('img').naturalWidth > 0}));
 """
 
@@ -92,7 +94,10 @@ def test_live_camera_shows_three_memes(browser_bins, server, tmp_path, width, he
             ARTIFACTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(ARTIFACTS / shot))
         assert len(tiles) == 3
-        assert tiles[0]["name"] == "grace hopper", tiles
+        assert tiles[0]["name"] in ("grace hopper", "grace close up"), tiles
+        assert tiles[0]["variants"].startswith("+1 variant") and tiles[0]["traits"], tiles  # the photo and its crop
+        assert int(tiles[0]["score"][:-1]) >= 90 and not tiles[0]["weak"]
+        assert tiles[2]["weak"] and int(tiles[2]["score"][:-1]) < 50  # the astronaut: another expression
         for t in tiles:
             assert t["score"].endswith("%") and 0 <= int(t["score"][:-1]) <= 100
         assert driver.execute_script("return document.body.dataset.mode") == "camera"

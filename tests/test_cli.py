@@ -58,7 +58,7 @@ def test_build_query_and_rerun(tmp_path, folder, grace_path):
     result = json.loads(q.stdout)
     assert result["matches"][0]["path"] == "grace.jpg"  # the indexed photo of the same face comes first
     assert result["matches"][0]["distance"] < 0.1 < result["matches"][1]["distance"]
-    assert len({m["meme_id"] for m in result["matches"]}) == len(result["matches"])  # one entry per meme
+    assert len({m["id"] for m in result["matches"]}) == len(result["matches"])  # one entry per meme
 
     table = run("query", grace_path, "--index", index, "-k", "2")
     assert "grace.jpg" in table.stdout.splitlines()[2] and "%" in table.stdout

@@ -50,14 +50,18 @@ def test_search_returns_top_k_with_boxes(client, index):
     body = r.json()
     assert len(body["matches"]) == 3
     top = body["matches"][0]
-    # The photo and its close-up crop show one expression: an expression embedding may rank either first.
+    # The photo and its close-up crop are one template: either may come first, the other is its variant.
     assert top["path"] in ("grace-hopper.jpg", "grace-close-up.jpg")
+    assert [v["path"] for v in top["variants"]] == [{"grace-hopper.jpg": "grace-close-up.jpg",
+                                                      "grace-close-up.jpg": "grace-hopper.jpg"}[top["path"]]]
     assert top["name"] == top["path"][:-4].replace("-", " ")
-    assert top["distance"] < 0.15 and 0.9 < top["similarity"] <= 1.0
-    assert all(m["path"].startswith("grace") for m in body["matches"])  # Grace's pictures before the astronaut
+    assert top["distance"] < 0.15 and 0.9 < top["score"] <= 1.0 and not top["weak"]
+    assert [m["path"] for m in body["matches"]][1] == "grace_mirrored.png"  # Grace's pictures before the astronaut
+    assert body["matches"][2]["score"] < 0.5 and body["matches"][2]["weak"]
     for m in body["matches"]:
         assert ID.match(m["id"]) and not m["path"].startswith("/") and len(m["box"]) == 4
         assert m["distance"] >= 0 and m["image_url"] == f"/api/memes/{m['id']}"
+        assert 0 <= m["score"] <= 1 and all(0 <= t["strength"] <= 1 for t in m["traits"])
     x0, y0, x1, y1 = body["query"]["box"]
     assert 120 < x0 < x1 < 420 and 100 < y0 < y1 < 400  # grace's face, in the upload's own pixels
     assert body["model_id"]

@@ -1,4 +1,4 @@
-"""Contact sheets: query face boxed, matches outlined, distances under each."""
+"""Contact sheets: query face boxed, matches outlined, score, traits and variants under each."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import media_fixtures as media
-from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, write_sheet
+from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, WEAK_COLOUR, write_sheet
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -28,8 +28,10 @@ def test_sheet_boxes_and_layout(searcher, tmp_path):
     cells = [(PAD + n * (200 + PAD), PAD, PAD + n * (200 + PAD) + 200, PAD + 200) for n in range(4)]
     assert colour_pixels(sheet, QUERY_COLOUR, cells[0]) > 200  # the query face, boxed
     assert colour_pixels(sheet, QUERY_COLOUR, cells[1]) == 0
-    for cell in cells[1:]:
-        assert colour_pixels(sheet, MATCH_COLOUR, cell) > 100  # each matched face, outlined
+    for cell, match in zip(cells[1:], result.matches):
+        colour = WEAK_COLOUR if match.weak else MATCH_COLOUR
+        assert colour_pixels(sheet, colour, cell) > 100  # each matched face, outlined (greyed when weak)
+    assert [m.weak for m in result.matches] == [False, False, True]  # grace twice, then the astronaut
     # The query box sits where grace's face is: roughly the middle of the fitted picture.
     arr = np.all(np.asarray(sheet.crop(cells[0])) == QUERY_COLOUR, axis=-1)
     ys, xs = np.nonzero(arr)
@@ -45,6 +47,6 @@ def test_sheet_from_root_array_and_missing_file(searcher, tmp_path):
     out = write_sheet(result, both, searcher.root, tmp_path / "sheet.jpg", cell=128)
     assert Image.open(out).format == "JPEG"
     result.matches[0].path = "gone.jpg"  # deleted since the build: a placeholder, not a crash
-    result.matches[0].meme_id = "ffffffffffffffff"
+    result.matches[0].id = "ffffffffffffffff"
     write_sheet(result, both, searcher.root, tmp_path / "a.png", cell=128)
     write_sheet(result, both, searcher, tmp_path / "b.png", cell=128)

@@ -25,14 +25,14 @@ def test_two_faces_two_segments(searcher, tmp_path):
     first, second = segments
     assert abs(second.start - 2.0) <= 0.5 and first.start == 0.0 and second.end == pytest.approx(4.0, abs=0.3)
     assert who(first) == "grace" and who(second) == "astronaut"
-    assert [m.meme_id for m in first.matches] != [m.meme_id for m in second.matches]
+    assert [m.id for m in first.matches] != [m.id for m in second.matches]
     assert all(len(s.matches) == 3 for s in segments) and first.frames >= 6
     x0, y0, x1, y1 = first.box
     assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360  # in the video's own pixels
     text = format_segments(segments)
     assert "segment 1  0:00.0-" in text and "segment 2" in text and "grace" in text and "astronaut" in text
     data = json.loads(json.dumps([s.to_dict() for s in segments]))
-    assert data[1]["matches"][0]["path"].startswith("astronaut") and len(data[0]["matches"][0]["meme_id"]) == 16
+    assert data[1]["matches"][0]["path"].startswith("astronaut") and len(data[0]["matches"][0]["id"]) == 16
 
 
 def test_short_interlude_is_merged_away(searcher, tmp_path):

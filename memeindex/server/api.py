@@ -19,10 +19,6 @@ router = APIRouter()
 IMMUTABLE = {"Cache-Control": "public, max-age=86400, immutable", "X-Content-Type-Options": "nosniff"}
 
 
-def _box(box) -> list[float]:
-    return [round(float(v), 1) for v in box]
-
-
 async def search_slot(request: Request):
     """One of the service's bounded search slots for the whole request, taken before the upload is read into
     memory; none free raises ServiceBusy (503 + Retry-After, see app.py)."""
@@ -42,7 +38,54 @@ def _parse_k(raw: str | None, max_k: int) -> int:
     return k
 
 
-@router.post("/api/search", summary="Top-k memes making the expression of the largest face in the image")
+class TraitOut(BaseModel):
+    name: str = Field(description='an expression trait both faces show, e.g. "jaw open", "brows raised"')
+    strength: float = Field(ge=0, le=1, description="how strongly both show it (the weaker of the two), 0..1")
+
+
+class VariantOut(BaseModel):
+    id: str = Field(description="file id (16 hex) of another file of the same template")
+    path: str
+
+
+class MatchOut(BaseModel):
+    """One template: its best face. The same fields as `memeindex query --json`, plus the two URLs."""
+
+    id: str = Field(description="file id: the first 16 hex of its sha256")
+    path: str = Field(description="relative to the indexed folder")
+    name: str
+    score: float = Field(ge=0, le=1, description="calibrated P(people call the two expressions the same)")
+    distance: float = Field(ge=0, description="L2 distance of the two expression vectors")
+    box: list[float] = Field(description="matched face: x0, y0, x1, y1 in the file's pixels")
+    frame: int
+    traits: list[TraitOut] = Field(description="expression traits both faces show, strongest first")
+    variants: list[VariantOut] = Field(description="the template's other files (near-duplicates)")
+    weak: bool = Field(description="score below MEMEINDEX_WEAK_SCORE")
+    image_url: str
+    thumb_url: str
+
+
+class QueryFaceOut(BaseModel):
+    box: list[float]
+    score: float
+
+
+class QueryOut(BaseModel):
+    face: int = Field(ge=1, description="which query face was searched, counted from 1 (the largest)")
+    box: list[float]
+    faces: list[QueryFaceOut]
+
+
+class SearchOut(BaseModel):
+    model_id: str
+    calibrated: bool = Field(description="false: no fitted score for this model, scores are 1 - distance/sqrt(2)")
+    took_ms: float
+    query: QueryOut
+    matches: list[MatchOut]
+
+
+@router.post("/api/search", summary="Top-k memes making the expression of the largest face in the image",
+             response_model=SearchOut)
 async def search(request: Request, image: UploadFile = File(..., description="a photo with a face (JPEG, PNG, ...)"),
                  k: str | None = Form(None, description="how many memes (1 to MEMEINDEX_MAX_K, default 3)"),
                  _slot: None = Depends(search_slot)):
@@ -62,19 +105,10 @@ async def search(request: Request, image: UploadFile = File(..., description="a 
         raise HTTPException(413, f"image too large: {exc}") from None
     except NoFace:
         raise HTTPException(422, "no face found in the image: try a closer, well-lit, front-facing photo") from None
-    face = result.query_face
-    return {
-        "model_id": result.model_id,
-        "took_ms": round((time.perf_counter() - started) * 1000, 1),
-        "query": {"box": _box(face.box), "face_index": result.face_index,
-                  "faces": [{"box": _box(f.box), "score": round(float(f.score), 3)} for f in result.faces]},
-        "matches": [{
-            "id": m.meme_id, "name": m.name, "path": m.path,
-            "distance": round(float(m.distance), 4), "similarity": round(float(m.similarity), 4),
-            "weak": bool(m.weak), "box": _box(m.box), "frame": int(m.frame),
-            "image_url": f"/api/memes/{m.meme_id}", "thumb_url": f"/api/memes/{m.meme_id}/thumb",
-        } for m in result.matches],
-    }
+    body = result.to_dict()  # the one result format, as `memeindex query --json` prints it
+    for m in body["matches"]:
+        m.update(image_url=f"/api/memes/{m['id']}", thumb_url=f"/api/memes/{m['id']}/thumb")
+    return {**body, "took_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
 def _file(request: Request, meme_id: str):

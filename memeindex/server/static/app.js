@@ -98,7 +98,7 @@ async function search(canvas, k, live) {
       smooth(body.matches);
     } else {
       resetScores();
-      render(body.matches.slice(0, SHOW).map((m) => ({ ...m, score: m.similarity })));
+      render(body.matches.slice(0, SHOW).map((m) => ({ ...m, shown: m.score })));
     }
     setStatus(live ? `Matching live · ${Math.round(body.took_ms)} ms` : "Best matches for your photo:");
   } catch (err) {
@@ -108,29 +108,29 @@ async function search(canvas, k, live) {
   }
 }
 
-// Running score per meme: an exponential average of its similarity over frames. A meme missing from a
-// frame's candidates counts as that frame's worst candidate, so nothing jumps in or out on one frame.
+// Running score per meme: an exponential average of its calibrated score over frames (`shown`). A meme missing
+// from a frame's candidates counts as that frame's worst candidate, so nothing jumps in or out on one frame.
 function smooth(matches) {
   if (!matches.length) return;
-  const floor = matches[matches.length - 1].similarity;
+  const floor = matches[matches.length - 1].score;
   const seen = new Set(), first = state.scores.size === 0;  // the first frame is taken as it is
   for (const m of matches) {
     const entry = state.scores.get(m.id);
-    const prev = entry ? entry.score : (first ? m.similarity : floor);
-    state.scores.set(m.id, { ...m, score: prev + ALPHA * (m.similarity - prev) });
+    const prev = entry ? entry.shown : (first ? m.score : floor);
+    state.scores.set(m.id, { ...m, shown: prev + ALPHA * (m.score - prev) });
     seen.add(m.id);
   }
   for (const [id, entry] of state.scores) {
-    if (!seen.has(id)) entry.score += ALPHA * (Math.min(floor, entry.score) - entry.score);
-    if (entry.score < floor - 0.3) state.scores.delete(id);
+    if (!seen.has(id)) entry.shown += ALPHA * (Math.min(floor, entry.shown) - entry.shown);
+    if (entry.shown < floor - 0.3) state.scores.delete(id);
   }
   const bonus = (id) => (state.shown.includes(id) ? HYSTERESIS : 0);
-  const ranked = [...state.scores.values()].sort((a, b) => (b.score + bonus(b.id)) - (a.score + bonus(a.id)));
+  const ranked = [...state.scores.values()].sort((a, b) => (b.shown + bonus(b.id)) - (a.shown + bonus(a.id)));
   render(ranked.slice(0, SHOW));
 }
 
 function decay() {
-  for (const entry of state.scores.values()) entry.score *= 0.98;
+  for (const entry of state.scores.values()) entry.shown *= 0.98;
 }
 
 function resetScores() {
@@ -145,7 +145,7 @@ function tile(m) {
   li.dataset.id = m.id;
   li.innerHTML = '<a target="_blank" rel="noopener"><img alt="" loading="eager"></a>' +
     '<div><div class="name"></div><div class="score"></div><div class="distance"></div>' +
-    '<div class="bar"><i></i></div></div>';
+    '<div class="bar"><i></i></div><ul class="traits"></ul><div class="variants"></div></div>';
   li.querySelector("a").href = m.image_url;
   li.querySelector("img").src = `${m.thumb_url}?size=256`;
   li.querySelector("img").alt = m.name;
@@ -157,12 +157,25 @@ function render(list) {
   const byId = new Map([...tiles.children].map((li) => [li.dataset.id, li]));
   const keep = list.map((m) => {
     const li = byId.get(m.id) || tile(m);
-    const pct = Math.max(0, Math.min(100, Math.round(m.score * 100)));
+    // The score is calibrated: the chance that people call the two expressions the same.
+    const pct = Math.max(0, Math.min(100, Math.round(m.shown * 100)));
     li.querySelector(".score").textContent = `${pct}%`;
-    li.querySelector(".distance").textContent = `distance ${m.distance.toFixed(3)}`;
+    li.querySelector(".distance").textContent = `distance ${m.distance.toFixed(3)}${m.weak ? " · weak match" : ""}`;
     li.querySelector(".bar i").style.width = `${pct}%`;
+    const traits = li.querySelector(".traits");
+    traits.replaceChildren(...(m.traits || []).map((t) => {
+      const item = document.createElement("li");
+      item.textContent = t.name;
+      item.style.setProperty("--strength", String(t.strength));
+      item.title = `both faces: ${t.name}, strength ${t.strength.toFixed(2)}`;
+      return item;
+    }));
+    const variants = m.variants || [];
+    li.querySelector(".variants").textContent = variants.length
+      ? `+${variants.length} variant${variants.length > 1 ? "s" : ""} of this meme` : "";
+    li.querySelector(".variants").title = variants.map((v) => v.path).join("\n");
     li.classList.toggle("weak", Boolean(m.weak));
-    li.title = `${m.path} · similarity ${m.score.toFixed(3)}`;
+    li.title = `${m.path} · ${pct}% likely the same expression`;
     return li;
   });
   keep.forEach((li, i) => { if (tiles.children[i] !== li) tiles.insertBefore(li, tiles.children[i] || null); });
