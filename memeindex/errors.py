@@ -123,5 +123,5 @@ class BadUrlList(MemeIndexError):
 class ServiceBusy(MemeIndexError):
     """The search service already holds its bound of searches in flight; the client should retry shortly."""
 
-    exit_code = 11
+    exit_code = 14  # the service answers it as HTTP 503; no CLI command raises it
     retry_after = 1  # seconds, sent as Retry-After with the HTTP 503

@@ -100,3 +100,27 @@ def test_eval_shows_a_progress_bar_on_stderr(tmp_path, grace_rgb, astronaut_rgb)
     assert proc.returncode == 0, proc.stderr
     assert "2/2" in proc.stderr and "img" in proc.stderr  # tqdm's bar, live on the real stderr
     assert proc.stdout.lstrip().startswith("{")
+
+
+def _heic(rgb, path: Path) -> Path:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.from_pillow(Image.fromarray(rgb)).save(path, quality=90)
+    return path
+
+
+def test_heic_and_100_megapixel_photos_are_built_and_queried(tmp_path, grace_rgb, astronaut_rgb):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _heic(grace_rgb, photos / "grace.heic")
+    Image.fromarray(astronaut_rgb).save(photos / "astronaut.png")
+    Image.new("L", (10_000, 10_000), 128).save(photos / "huge-blank.jpg", quality=80)  # 100 MP, no face
+    built = run("build", photos, "--index", tmp_path / "index", "--workers", "1", "--json")
+    assert built.exit_code == 0, built.output
+    import json
+
+    summary = json.loads(built.stdout)
+    assert summary["failed"] == 0 and summary["noface"] == 1, summary  # the 100 MP file is read, not refused
+    query_photo = _heic(grace_rgb[:, ::-1], tmp_path / "me.heic")  # a HEIC query too
+    found = run("query", query_photo, "--index", tmp_path / "index", "--json")
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["matches"][0]["path"] == "grace.heic"

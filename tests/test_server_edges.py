@@ -147,3 +147,17 @@ def test_searches_beyond_the_bound_get_503_at_once(index, monkeypatch):
     assert waited < 10  # answered without waiting for the queue (which is blocked for 60 s)
     assert health["pending"] == 2 and health["max_pending"] == 2 and health["refused"] == 1
     assert sorted(r.status_code for r in answers) == [200, 200]  # the queued ones are served once it moves
+
+
+def test_heic_upload_and_100_megapixel_upload(server):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(media.grace())).save(heic, quality=90)
+    huge = io.BytesIO()
+    Image.new("L", (10_000, 10_000), 128).save(huge, "JPEG", quality=80)  # 100 MP in about 1 MB
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        r = c.post("/api/search", files={"image": ("me.heic", heic.getvalue(), "image/heic")})
+        assert r.status_code == 200, r.text
+        assert r.json()["matches"][0]["path"].startswith("grace")
+        r = c.post("/api/search", files={"image": ("huge.jpg", huge.getvalue(), "image/jpeg")})
+        assert r.status_code == 422 and "no face" in r.json()["detail"]  # decoded (shrunk), not refused as a bomb
