@@ -24,7 +24,7 @@ help:  ## this list
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,test]'
+	$(PY) -m pip install --quiet -e '.[server,test,ray]'
 	$(PY) -c "import cv2, numpy; cv2.warpAffine(numpy.zeros((4, 4), numpy.uint8), numpy.eye(2, 3), (4, 4))" 2>/dev/null \
 	  || $(PY) -m pip install --quiet --force-reinstall --no-deps opencv-contrib-python
 	touch $@

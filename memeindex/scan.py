@@ -3,8 +3,8 @@
 Policy (README "What a build indexes"):
 - dotfiles and dot-folders are skipped silently (they are hidden on purpose);
 - folder symlinks are not followed (a loop cannot trap us);
-- a file symlink is followed when its target is a regular file *inside* the root; one pointing outside the root is
-  skipped with a reason (the server serves files under the root only, so it could never be shown);
+- a file symlink is followed wherever it points (a folder of links to memes kept elsewhere is a normal way to
+  curate a collection); the server serves it too (server/service.py applies the same rule);
 - FIFOs, sockets and devices are skipped with a reason: reading them would hang;
 - a file whose name is not valid UTF-8 is indexed like any other (see generation.stored_path).
 """
@@ -44,7 +44,6 @@ class ScanResult:
 def walk(root: Path) -> ScanResult:
     """Candidate files below `root`, sorted by path. The content decides later what is an image, not the name."""
     root = Path(root)
-    real_root = os.path.realpath(root)
     out = ScanResult()
 
     def on_error(exc: OSError) -> None:
@@ -72,9 +71,6 @@ def walk(root: Path) -> ScanResult:
                 if not stat.S_ISDIR(st.st_mode):  # a symlink to a folder is simply not followed
                     out.skipped.append((rel, "not a regular file"))
                 continue
-            if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
-                out.skipped.append((rel, "symlink to a file outside the image folder"))
-                continue
             out.files.append(Scanned(rel=rel, size=st.st_size, mtime_ns=st.st_mtime_ns))
     out.files.sort(key=lambda f: f.rel)
     return out
@@ -82,10 +78,6 @@ def walk(root: Path) -> ScanResult:
 
 def _rel(path: str, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def looks_like_image(head: bytes, name: str) -> bool:

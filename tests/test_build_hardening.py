@@ -124,17 +124,18 @@ def test_a_file_over_the_time_limit_fails_alone(tmp_path, two):
     assert "skipping grace.jpg: took longer" in result.stderr
 
 
-def test_symlinks_inside_the_root_are_indexed_and_served_outside_ones_skipped(tmp_path, two, grace_rgb):
-    outside = save(grace_rgb[::2, ::2], tmp_path / "elsewhere" / "private.jpg")
+def test_file_symlinks_are_indexed_and_served_wherever_they_point(tmp_path, two, grace_rgb):
+    outside = save(grace_rgb[::2, ::2], tmp_path / "elsewhere" / "kept-elsewhere.jpg")
     os.symlink(outside, two / "outside-link.jpg")
     os.symlink(two / "grace.jpg", two / "inside-link.jpg")
+    os.symlink(outside.parent, two / "linked-folder")  # folder links are never followed (loops, escapes)
     index = tmp_path / "index"
     result = run("build", two, "--index", index, "--backend", "inprocess")
     assert result.exit_code == 0, result.output
     rows = _images(index)
-    assert "outside-link.jpg" not in rows and rows["inside-link.jpg"]["status"] == "faces"
-    assert summary(result)["skipped"] == "1"
-    assert "skipping outside-link.jpg: symlink to a file outside the image folder" in result.stderr
+    assert rows["outside-link.jpg"]["status"] == rows["inside-link.jpg"]["status"] == "faces"
+    assert not any(p.startswith("linked-folder") for p in rows)
+    assert summary(result)["skipped"] == "1" and "skipping linked-folder: symlink to a folder" in result.stderr
 
     from memeindex.server.service import SearchService
 

@@ -95,16 +95,21 @@ class SearchService:
 
     # -- files (any thread) ----------------------------------------------------------------------------
     def image_file(self, meme_id: str) -> Path | None:
-        """The indexed file of a meme id, or None: unknown ids, non-ids and files outside the root."""
+        """The indexed file of a meme id, or None: unknown ids, non-ids and files not in a folder of the root.
+
+        The same policy as the build's scan (memeindex/scan.py): the folders on the way are real folders of the
+        root (folder symlinks are never followed), the file itself may be a symlink, wherever it points: the
+        user put it there and the build indexed it."""
         if not isinstance(meme_id, str) or not MEME_ID.match(meme_id):
             return None
         searcher = self.searcher
         try:
-            path = Path(searcher.image_file(meme_id)).resolve()
+            path = Path(searcher.image_file(meme_id))
             root = Path(searcher.root).resolve()
+            folder = path.parent.resolve()
         except (KeyError, OSError, ValueError):
             return None
-        if not path.is_relative_to(root) or not path.is_file():
+        if not folder.is_relative_to(root) or not path.is_file():
             log.warning("refusing meme %s: %s is not a file under %s", meme_id, path, root)
             return None
         return path
