@@ -235,6 +235,7 @@ def _download_report(summary, as_json: bool) -> None:
         click.echo(f"memeindex download: downloaded={summary.downloaded} skipped={summary.skipped} "
                    f"failed={summary.failed} in {summary.seconds:.1f}s -> {summary.dest}")
     if summary.failed and not (summary.downloaded or summary.skipped):
+        click.echo(f"memeindex: error: nothing usable arrived: all {summary.failed} files failed", err=True)
         sys.exit(DownloadFailed.exit_code)  # nothing to index: a script must not go on to build
 
 

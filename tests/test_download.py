@@ -150,6 +150,8 @@ def server(images):
         "/img/moved.jpg": redirect("/img/grace.jpg"),
         "/img/to-link-local.jpg": redirect("http://169.254.169.254/latest/meta-data"),
         "/img/to-file.jpg": redirect("file:///etc/passwd"),
+        "/img/unavailable.jpg": lambda h: send(h, b"down for maintenance", "text/plain", status=503),
+        "/img/huge-declared.jpg": lambda h: send(h, b"\xff\xd8\xff\xe0", length=50 * 1024 * 1024),
     })
     memes = [{"id": "181913649", "name": "Drake Hotline Bling", "url": s.url("/img/grace.jpg"), "width": 1200,
               "height": 1200, "box_count": 2},
@@ -203,6 +205,8 @@ def test_urls_fetches_good_refuses_bad_resumes_and_builds(tmp_path, server, imag
         server.url("/img/truncated.jpg"),
         server.url("/img/error-page.jpg"),
         server.url("/img/huge.jpg"),
+        server.url("/img/huge-declared.jpg"),
+        server.url("/img/unavailable.jpg"),
         server.url("/img/slow.jpg"),
         server.url("/img/to-link-local.jpg"),
         server.url("/img/to-file.jpg"),
@@ -213,7 +217,7 @@ def test_urls_fetches_good_refuses_bad_resumes_and_builds(tmp_path, server, imag
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     by_url = {f["url"].rsplit("/", 1)[-1]: f for f in report["files"]}
-    assert (report["downloaded"], report["skipped"], report["failed"]) == (4, 0, 8)
+    assert (report["downloaded"], report["skipped"], report["failed"]) == (4, 0, 10)
 
     good = {"grace.jpg": "001-grace-hopper.jpg", "astronaut.png": "002-the-astronaut.png",
             "busy.jpg": "003-busy.jpg", "moved.jpg": "004-moved-grace.jpg"}
@@ -228,7 +232,10 @@ def test_urls_fetches_good_refuses_bad_resumes_and_builds(tmp_path, server, imag
     assert "HTTP 404" in reasons["missing.jpg"]
     assert "truncated" in reasons["truncated.jpg"]
     assert "HTML" in reasons["error-page.jpg"]
-    assert "cap" in reasons["huge.jpg"]
+    assert "over the 20,971,520-byte cap (stopped reading)" in reasons["huge.jpg"]  # streamed, cut off
+    assert "52,428,800 bytes is over" in reasons["huge-declared.jpg"]  # refused on its Content-Length
+    assert "HTTP 503" in reasons["unavailable.jpg"] and "gave up after 2 tries" in reasons["unavailable.jpg"]
+    assert server.hits["/img/unavailable.jpg"] == 2  # MEMEINDEX_DOWNLOAD_RETRIES=1: one retry
     assert "no answer" in reasons["slow.jpg"]
     assert "169.254.169.254" in reasons["to-link-local.jpg"]
     assert "not an http(s) URL" in reasons["to-file.jpg"] and "not an http(s) URL" in reasons["meme.jpg"]
@@ -370,7 +377,7 @@ def test_private_addresses_are_refused_by_default(tmp_path, server):
     listing = write_list(tmp_path / "list.txt", [server.url("/img/grace.jpg"), "http://localhost/x.jpg"])
     result = run("download", "urls", listing, tmp_path / "memes", "--json")
     report = json.loads(result.stdout)
-    assert result.exit_code == DownloadFailed.exit_code  # nothing to index
+    assert result.exit_code == DownloadFailed.exit_code and "nothing usable arrived" in result.stderr
     assert [f["status"] for f in report["files"]] == ["failed", "failed"]
     assert all("private, loopback or link-local" in f["reason"] for f in report["files"])
     assert server.hits["/img/grace.jpg"] == 0  # refused before connecting
@@ -438,3 +445,43 @@ def test_make_run_downloads_imgflip_and_falls_back_offline(tmp_path, server):
     offline_first = choose(closed, "--imgflip-dir", str(tmp_path / "never"))
     assert offline_first.stdout.strip() == str(tmp_path / "demo"), offline_first.stderr
     assert "offline?" in offline_first.stderr and len(list((tmp_path / "demo").glob("*.jpg"))) >= 3
+
+
+def test_https_is_verified_against_the_host_name(tmp_path, monkeypatch, images):
+    """The connection goes to the checked address, yet TLS still verifies the certificate for the URL's host."""
+    import shutil
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    tls = MemeServer()
+    tls.routes["/img/grace.jpg"] = lambda h: send(h, images["grace"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    tls.httpd.socket = context.wrap_socket(tls.httpd.socket, server_side=True)
+    tls.thread.start()
+    try:
+        port = tls.httpd.server_address[1]
+        listing = write_list(tmp_path / "l.txt", [f"https://localhost:{port}/img/grace.jpg"])
+        allow = "127.0.0.1/32,::1/128"
+        untrusted = json.loads(run("download", "urls", listing, tmp_path / "a", "--allow-private", allow,
+                                   "--json").stdout)
+        assert "TLS failed" in untrusted["files"][0]["reason"]  # a self-signed certificate is not trusted
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is
+        trusted = json.loads(run("download", "urls", listing, tmp_path / "b", "--allow-private", allow,
+                                 "--json").stdout)
+        assert trusted["downloaded"] == 1, trusted
+        assert (tmp_path / "b" / "001-grace.jpg").read_bytes() == images["grace"]
+
+        wrong_name = write_list(tmp_path / "w.txt", [f"https://127.0.0.1:{port}/img/grace.jpg"])
+        mismatch = json.loads(run("download", "urls", wrong_name, tmp_path / "c", "--allow-private", allow,
+                                  "--json").stdout)
+        assert "TLS failed" in mismatch["files"][0]["reason"]  # the certificate names localhost, not the IP
+    finally:
+        tls.httpd.shutdown()
+        tls.httpd.server_close()
