@@ -64,6 +64,15 @@ def test_a_duplicate_pair_is_one_result_and_scores_mean_something(tmp_path, grac
     assert "eyes squinted" in table[2] and "+1 variant" in table[2]
     assert table[3].strip() == f"also: {top['variants'][0]['path']}"
 
+    # Incremental builds keep the groups right: a third copy joins the template, a removed file leaves it.
+    Image.fromarray(grace_rgb).resize((256, 300)).save(root / "other-site" / "grace-small.png")
+    (root / "grace.jpg").unlink()
+    run("build", root, "--index", tmp_path / "index")
+    again = json.loads(run("query", grace_path, "--index", tmp_path / "index", "-k", "3", "--json"))["matches"]
+    assert len(again) == 2 and again[1]["path"] == "astronaut.png"
+    assert {again[0]["path"], *(v["path"] for v in again[0]["variants"])} == {
+        "other-site/grace-hopper-meme.jpg", "other-site/grace-small.png"}
+
 
 def test_unknown_model_gets_the_documented_fallback(caplog):
     curve = calibrate.curve_for("expression-v999-not-fitted")
