@@ -147,7 +147,10 @@ def _one_frame(img: Image.Image, index: int, max_pixels: int) -> Frame:
     # The cap applies to the pixel count whichever way the picture is turned.
     if frame.width * frame.height > max_pixels:
         shrink = (max_pixels / float(frame.width * frame.height)) ** 0.5
-        frame = frame.resize((max(1, int(frame.width * shrink)), max(1, int(frame.height * shrink))), Image.BILINEAR)
+        w, h = max(1, int(frame.width * shrink)), max(1, int(frame.height * shrink))
+        # A sliver (one side clamped to 1 pixel) must still fit the cap: the other side gives way.
+        w, h = (w, min(h, max(1, max_pixels // w))) if h >= w else (min(w, max(1, max_pixels // h)), h)
+        frame = frame.resize((w, h), Image.BILINEAR)
     # `scale` maps original (EXIF-upright) pixels to decoded ones.
     scale = frame.width / (height if orientation in (5, 6, 7, 8) else width)
     return Frame(index=index, rgb=np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)), scale=scale)
