@@ -24,6 +24,7 @@ import random
 import re
 import socket
 import ssl
+import threading
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -420,7 +421,9 @@ class _Client:
             self._pace()
             conn_class = _PinnedHTTPS if parts.scheme.lower() == "https" else _PinnedHTTP
             conn = conn_class(host, port, addresses, timeout)
-            target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~") + (f"?{parts.query}" if parts.query else "")
+            safe = "/%:@!$&'()*+,;=-._~"
+            target = quote(parts.path or "/", safe=safe)
+            target += f"?{quote(parts.query, safe=safe + '?')}" if parts.query else ""
             try:
                 conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*, */*;q=0.5",
                                                      "Accept-Encoding": "identity", "Connection": "close"})
@@ -458,10 +461,7 @@ class _Client:
         raise _Refused(f"more than {_MAX_REDIRECTS} redirects")
 
     def _resolve(self, host: str, port: int) -> list[tuple]:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise _NoConnection(f"cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})") from None
+        infos = _lookup(host, port, min(_CONNECT_TIMEOUT, self.settings.download_timeout))
         for info in infos:
             address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
             if address.version == 6 and address.ipv4_mapped:
@@ -475,6 +475,27 @@ class _Client:
         if wait > 0:
             time.sleep(wait)
         self._last_request = time.monotonic()
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[tuple]:
+    """getaddrinfo with a time limit: a resolver behind a firewall would otherwise stall for tens of seconds."""
+    found: dict = {}
+
+    def resolve():
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            found["error"] = exc
+
+    worker = threading.Thread(target=resolve, name=f"resolve {host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _NoConnection(f"cannot resolve {host}: no answer from DNS within {timeout:g} s")
+    if "error" in found:
+        exc = found["error"]
+        raise _NoConnection(f"cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})")
+    return found["infos"]
 
 
 def _allowed_networks(spec: str) -> tuple:

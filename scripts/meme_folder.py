@@ -53,8 +53,8 @@ def ask(folder: Path, demo_folder: Path) -> Path:
         say(f"indexing the imgflip templates downloaded earlier into {folder} (MEMES=imgflip refreshes them)")
         return folder
     if sys.stdin.isatty() and sys.stderr.isatty():
-        sys.stderr.write(f"No ../shared/data/memes beside this checkout. Download imgflip's 100 most popular meme templates "
-                         f"(about a minute, ~10 MB) into {folder}? [y/N] ")
+        sys.stderr.write("No ../shared/data/memes beside this checkout. Download imgflip's 100 most popular meme "
+                         f"templates (100 files, one every half second) into {folder}? [y/N] ")
         sys.stderr.flush()
         if sys.stdin.readline().strip().lower() in ("y", "yes"):
             return imgflip(folder, demo_folder)

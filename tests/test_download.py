@@ -249,7 +249,8 @@ def test_urls_fetches_good_refuses_bad_resumes_and_builds(tmp_path, server, imag
     rows = index_rows(dest)
     assert [r["file"] for r in rows] == list(good.values())
     for row in rows:
-        assert row["sha256"] == sha256_file(dest / row["file"]) and int(row["size"]) == (dest / row["file"]).stat().st_size
+        path = dest / row["file"]
+        assert row["sha256"] == sha256_file(path) and int(row["size"]) == path.stat().st_size
     assert rows[0]["name"] == "Grace Hopper" and rows[0]["url"] == server.url("/img/grace.jpg")
 
     # A second run requests nothing it already has (the good ones only: the bad ones would cost the timeout again).
@@ -485,3 +486,23 @@ def test_https_is_verified_against_the_host_name(tmp_path, monkeypatch, images):
     finally:
         tls.httpd.shutdown()
         tls.httpd.server_close()
+
+
+def test_a_resolver_that_never_answers_is_offline_within_the_connect_limit(tmp_path, monkeypatch):
+    """A firewalled DNS stalls getaddrinfo for tens of seconds; the download says offline after a few instead."""
+    import socket
+
+    release = threading.Event()
+
+    def stalled_getaddrinfo(*args, **kwargs):  # what a resolver behind a firewall does
+        release.wait(60)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled_getaddrinfo)
+    monkeypatch.setattr(dl, "_CONNECT_TIMEOUT", 0.2)
+    try:
+        result = run("download", "imgflip", tmp_path / "m", env={"MEMEINDEX_IMGFLIP_API": "https://imgflip.invalid/x"})
+    finally:
+        release.set()
+    assert result.exit_code == SourceUnreachable.exit_code
+    assert "no answer from DNS within 0.2 s" in result.stderr
