@@ -3,8 +3,8 @@
 Raw distances mean different things for different embedders (and for one embedder, everything sits within a
 narrow band of cosine similarity), so the score is fitted per embedder `model_id` on held-out labelled faces:
 a curve P(same | distance) whose target is "the FER+ raters' majority gives both faces the same label",
-fitted (isotonic: monotone, no assumed shape) on pairs of `fer2013-publictest` faces by `scripts/fit_calibration.py`, which writes the curve into
-`calibration.json` beside this module. A score of 0.7 then means: of face pairs this far apart, about 70 % show
+fitted (isotonic: monotone, no assumed shape) on pairs of `fer2013-publictest` faces by
+`scripts/fit_calibration.py`, which writes the curve into `calibration.json` beside this module. A score of 0.7 then means: of face pairs this far apart, about 70 % show
 what people call the same expression.
 
 A model with no entry there (a new embedder before its fit is committed) gets `FALLBACK`: the uncalibrated

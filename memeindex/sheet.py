@@ -1,5 +1,6 @@
-"""Contact sheets: the query with its face boxed, then the top-k memes with the matched face outlined and the
-score (calibrated P(same expression)), the traits both faces share and the variants under each. `memeindex query face.jpg --sheet out.png`."""
+"""Contact sheets: the query with its face boxed, then the top-k memes with the matched face outlined and, under
+each, the score (calibrated P(same expression)), the traits both faces share and the variants.
+`memeindex query face.jpg --sheet out.png`."""
 from __future__ import annotations
 
 import logging

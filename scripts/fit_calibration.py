@@ -64,6 +64,14 @@ def pairs(idx: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return a[keep], b[keep]
 
 
+def print_check(report: dict) -> None:
+    print(f"  held-out Brier {report['brier']:.4f} (constant base rate {report['brier_base']:.4f}), "
+          f"log loss {report['log_loss']:.4f}, base rate {report['base_rate']:.3f}")
+    print("  distance bin     pairs   predicted  observed")
+    for row in report["bins"]:
+        print(f"  {row['lo']:.3f}-{row['hi']:.3f}  {row['n']:>8,}   {row['predicted']:.3f}      {row['observed']:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="embedder name or model id (default: MEMEINDEX_EMBEDDER / auto)")
@@ -71,6 +79,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=400_000, help="random pairs per half")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
+    parser.add_argument("--check-only", action="store_true",
+                        help="fit nothing: check the committed curve of the model on pairs of --dataset (labels only)")
     parser.add_argument("--traits", action="store_true", help="also print the trait levels (memeindex/traits.py)")
     parser.add_argument("--cache", type=Path, help="keep the faces' vectors in this .npz (re-runs skip detection)")
     args = parser.parse_args()
@@ -85,6 +95,13 @@ def main() -> int:
         if args.cache:
             np.savez(args.cache, model_id=model_id, emb=emb, shapes=shapes, labels=labels, votes=votes)
     rng = np.random.default_rng(args.seed)
+    if args.check_only:
+        a, b = pairs(np.arange(len(emb)), args.pairs, rng)
+        curve = calibrate.curve_for(model_id)
+        report = calibrate.check(curve, np.linalg.norm(emb[a] - emb[b], axis=1), (labels[a] == labels[b]) * 1.0)
+        print(f"{model_id}: committed curve checked on {len(a):,} pairs of {len(emb)} faces of {args.dataset.name}")
+        print_check(report)
+        return 0
     order = rng.permutation(len(emb))
     halves = order[: len(order) // 2], order[len(order) // 2:]
     (fa, fb), (ca, cb) = (pairs(h, args.pairs, rng) for h in halves)
@@ -101,11 +118,7 @@ def main() -> int:
           f"checked on {len(check_d):,} pairs of the other")
     print("  P(same) at distance " + ", ".join(f"{d:.2f}: {curve.score(d):.2f}"
                                              for d in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)))
-    print(f"  held-out Brier {report['brier']:.4f} (constant base rate {report['brier_base']:.4f}), "
-          f"log loss {report['log_loss']:.4f}, base rate {report['base_rate']:.3f}")
-    print("  distance bin     pairs   predicted  observed")
-    for row in report["bins"]:
-        print(f"  {row['lo']:.3f}-{row['hi']:.3f}  {row['n']:>8,}   {row['predicted']:.3f}      {row['observed']:.3f}")
+    print_check(report)
     if args.traits:
         from memeindex.traits import measure_levels
 

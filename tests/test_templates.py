@@ -96,7 +96,8 @@ def test_assign_groups_variants_of_one_picture_and_nothing_else(analyzer, grace_
 
 
 def test_a_shared_layout_with_different_faces_stays_apart(analyzer, grace_rgb, astronaut_rgb):
-    pictures = {"layout-grace.png": _in_layout(grace_rgb), "layout-astronaut.png": _in_layout(astronaut_rgb[:300, 120:380])}
+    pictures = {"layout-grace.png": _in_layout(grace_rgb),
+                "layout-astronaut.png": _in_layout(astronaut_rgb[:300, 120:380])}
     images, faces = _tables(analyzer, pictures)
     assert faces.num_rows == 2  # both faces are found, so the faces decide
     bits = hash_distance(*images.column("phash").to_pylist())
