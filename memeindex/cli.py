@@ -66,14 +66,17 @@ def main(verbose: int) -> None:
               help="Where files are analysed: local processes (default), this process, or Ray.")
 @click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",
               help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
+@click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE",
+              help="FAISS index: auto (default: exact for small collections, ivfsq above), flat (exact), hnsw, "
+              "ivfsq or ivfpq (approximate). Recorded in index.json with the recall@3 measured at build time.")
 @JSON
-def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, as_json):
+def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, index_type, as_json):
     """Index the faces of every image under IMAGES_DIR (incremental)."""
     from .indexer import build as run_build
 
     progress = sys.stderr.isatty() if progress is None else progress
     summary = run_build(images_dir, index_dir, Settings.from_env(), rebuild=rebuild, workers=workers,
-                        progress=progress, backend=backend, ray_address=ray_address)
+                        progress=progress, backend=backend, ray_address=ray_address, index_type=index_type)
     click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
 
 

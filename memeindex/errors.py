@@ -77,6 +77,10 @@ class IndexMismatch(MemeIndexError):
     exit_code = 4
 
 
+class IndexTypeUnsupported(IndexMismatch):
+    """The index type is unknown to this reader (or the requested type is unknown): rebuild with a known one."""
+
+
 class BuildLocked(MemeIndexError):
     """Another build holds the index lock."""
 

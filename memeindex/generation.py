@@ -266,6 +266,23 @@ def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
     return table.select(wanted).cast(pa.schema([schema.field(n) for n in wanted]))
 
 
+def _read_columns(path: Path, kind: str, schema: pa.Schema, columns: list[str], dictionary: Sequence[str]):
+    """Only `columns` of a table file, migrated; `dictionary` columns stay dictionary-encoded (not cast)."""
+    stored = pq.read_schema(path)
+    have = [c for c in columns if c in stored.names]
+    table = pq.read_table(path, columns=have, read_dictionary=[c for c in dictionary if c in have])
+    table = table.replace_schema_metadata(stored.metadata)
+    version = table_schema_version(table)
+    if version > SCHEMA_VERSION:
+        raise IndexMismatch(f"a {kind} table has schema {version}; this memeindex reads up to {SCHEMA_VERSION}")
+    while version < SCHEMA_VERSION:
+        table = MIGRATIONS[version](table, kind)
+        version += 1
+    out = table.select(columns)
+    fields = [out.schema.field(c) if c in dictionary else schema.field(c) for c in columns]
+    return out.cast(pa.schema(fields, metadata=out.schema.metadata))
+
+
 def migrate_images(table: pa.Table) -> pa.Table:
     if table_schema_version(table) == SCHEMA_VERSION and table.schema.equals(IMAGES_SCHEMA):
         return table
@@ -322,6 +339,9 @@ def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path)
                             f"{model_id}: {hint}")
     if dim is not None and facts.get("dim") != dim:
         raise IndexMismatch(f"index {where} holds {facts.get('dim')}-d vectors, the model makes {dim}-d: {hint}")
+    from . import vectors
+
+    vectors.check_index_type(facts, where)  # index_type / index_params / recall_at_3 are vectors.py's facts
 
 
 # -- one published generation, read-only --------------------------------------------------------------------------
@@ -361,20 +381,29 @@ class Generation:
     def check(self, model_id: str | None, dim: int | None) -> None:
         check_facts(self.facts, model_id, dim, self.folder.parent)
 
-    def faces(self, columns: list[str] | None = None) -> pa.Table:
-        """The faces table migrated to the current schema (only `columns`, when given)."""
-        table = read_table(self.faces_path)
-        table = migrate_faces(table)
-        return table.select(columns) if columns else table
+    def faces(self, columns: list[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
+        """The faces table migrated to the current schema (only `columns`, when given: only they are read)."""
+        if columns:
+            return _read_columns(self.faces_path, "faces", faces_schema(self.facts.get("dim", 0)), columns,
+                                 dictionary)
+        return migrate_faces(read_table(self.faces_path))
 
-    def images(self, columns: list[str] | None = None) -> pa.Table:
-        table = migrate_images(read_table(self.images_path))
-        return table.select(columns) if columns else table
+    def images(self, columns: list[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
+        """The images table migrated to the current schema (only `columns`, when given: only they are read).
+        `dictionary` names string columns to read dictionary-encoded (each distinct value held once)."""
+        if columns:
+            return _read_columns(self.images_path, "images", IMAGES_SCHEMA, columns, dictionary)
+        return migrate_images(read_table(self.images_path))
+
+    def face_batches(self, columns: list[str], batch_size: int = 65536) -> Iterable[pa.RecordBatch]:
+        """`columns` of the faces table in row order, a batch at a time: a wide column of a million faces (52
+        blendshapes) never sits in memory whole."""
+        return pq.ParquetFile(self.faces_path).iter_batches(batch_size=batch_size, columns=columns)
 
     def read_index(self):
         from . import vectors
 
-        return vectors.read_index(self.index_path)
+        return vectors.read_index(self.index_path, self.facts)
 
 
 # -- the index folder ----------------------------------------------------------------------------------------------

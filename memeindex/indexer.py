@@ -59,14 +59,20 @@ class BuildSummary:
 
 def build(root: Path, index_dir: Path | None = None, settings: Settings | None = None, rebuild: bool = False,
           workers: int | None = None, progress: bool = False, backend: str | None = None,
-          ray_address: str | None = None) -> BuildSummary:
-    """Bring the index at `index_dir` up to date with the images under `root`."""
+          ray_address: str | None = None, index_type: str | None = None) -> BuildSummary:
+    """Bring the index at `index_dir` up to date with the images under `root`.
+
+    `index_type` (default: settings.index_type) names the FAISS index (vectors.py); a generation built for another
+    requested type is republished with this one even when no file changed."""
     from .backends import get_backend
     from .embedders import get_embedder
     from .workers import detector_version
 
     started = time.monotonic()
     settings = settings or Settings.from_env()
+    from . import vectors
+
+    index_type = vectors.check_requested_type(index_type or settings.index_type)
     root = Path(root).expanduser().resolve()
     idx = IndexDir(index_dir or settings.index_dir)
     embedder = get_embedder(settings)
@@ -114,14 +120,15 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.noface = sum(r.status == "noface" for r in images)
         summary.failed = sum(r.status == "failed" for r in images)
         nothing_changed = (previous is not None and not rebuild and len(work.keep) == len(prev_images)
-                           and not work.reuse and not analysed and previous.facts.get("detector") == detector)
+                           and not work.reuse and not analysed and previous.facts.get("detector") == detector
+                           and vectors.requested_type(previous.facts) == index_type)
         if nothing_changed:  # keep the generation: a re-run does no work, not even a rewrite
             summary.faces = previous.facts.get("count", prev_faces.num_rows)
         else:
             faces = _assemble(prev_faces, ck_faces, work, analysed, dim)
             summary.faces = faces.num_rows
             summary.seconds = time.monotonic() - started
-            _publish(idx, faces, images, root, model_id, dim, detector, summary)
+            _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type)
             checkpoints.clear()
     summary.seconds = time.monotonic() - started
     log.info("%s", summary.line())
@@ -189,11 +196,11 @@ def _templates(images: pa.Table, faces: pa.Table) -> tuple[pa.Table, pa.Table]:
 
 
 def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path, model_id: str, dim: int,
-             detector: str, summary: BuildSummary) -> None:
+             detector: str, summary: BuildSummary, index_type: str = "auto") -> None:
     from . import vectors
 
     images_table = gen.sort_images(gen.images_table(images))
     images_table, faces = _templates(images_table, faces)
-    index = vectors.build_index(gen.embeddings(faces), dim)
-    gen.write_generation(idx, faces, images_table, index, model_id=model_id, dim=dim, detector=detector,
-                         root=str(root), summary=summary.to_dict())
+    built = vectors.build_index(gen.embeddings(faces), dim, index_type)
+    gen.write_generation(idx, faces, images_table, built.index, model_id=model_id, dim=dim, detector=detector,
+                         root=str(root), summary=summary.to_dict(), **built.facts)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import calibrate, generation, traits, vectors
-from .errors import NoFace
+from .errors import IndexMismatch, NoFace
 from .faces import Face
 from .generation import IndexDir
 from .settings import Settings
@@ -94,40 +94,109 @@ def meme_name(path: str) -> str:
 
 
 class _Generation:
-    """One published generation, loaded: the FAISS index and the columns a match needs."""
+    """One published generation, loaded lean: the FAISS index and numpy/Arrow columns, no Python object per row.
+
+    A face costs 4 + 4 + 16 + 52 bytes here (its file's row, frame, box, blendshapes as bytes) and a file one Arrow
+    string, an 8-byte id and a template number: Python lists of paths, hashes and templates cost ~1 GB at a
+    million faces. Only the columns a match needs are read; rows become Python values only for the k matches.
+    """
 
     def __init__(self, folder: Path, model_id: str, dim: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         gen = generation.Generation(folder)
         self.facts = gen.facts
         gen.check(model_id, dim)
         self.index = gen.read_index()
-        t = gen.faces(["path", "sha256", "frame", "box", "blendshapes", "template"])
-        self.paths = t.column("path").to_pylist()  # display text (odd bytes of a non-UTF-8 name as \xNN)
-        self.shas = t.column("sha256").to_pylist()
-        self.frames = t.column("frame").to_pylist()
-        self.boxes = np.asarray(t.column("box").combine_chunks().values, np.float32).reshape(-1, 4)
-        # Blendshapes only explain matches (traits): a byte each is plenty, and 4x smaller in memory.
-        shapes = np.asarray(t.column("blendshapes").combine_chunks().values, np.float32).reshape(t.num_rows, -1)
-        self.blendshapes = np.round(np.clip(shapes, 0.0, 1.0) * 255).astype(np.uint8)
-        # A face's template; "" (an index grouped by no version) makes each file its own template.
-        self.templates = [tpl or sha[:16] for tpl, sha in zip(t.column("template").to_pylist(), self.shas)]
         self.root = Path(self.facts["root"])
+
         images = gen.images(["path", "path_bytes", "sha256", "status", "template"])
-        keys = generation.row_keys(images)  # the exact file names, for opening them
-        shas, statuses = images.column("sha256").to_pylist(), images.column("status").to_pylist()
-        self.files = {sha[:16]: key for key, sha, status in zip(keys, shas, statuses) if status != "failed"}
-        self.members: dict[str, list[Variant]] = {}  # template -> its files, by path
-        for path, sha, status, tpl in zip(images.column("path").to_pylist(), shas, statuses,
-                                          images.column("template").to_pylist()):
-            if status != "failed":
-                self.members.setdefault(tpl or sha[:16], []).append(Variant(sha[:16], path))
-        for files in self.members.values():
-            files.sort(key=lambda v: v.path)
+        images = images.filter(pc.not_equal(images.column("status"), "failed")).combine_chunks()
+        self.paths = images.column("path").chunk(0) if images.num_rows else pa.array([], pa.string())  # display
+        shas = images.column("sha256").combine_chunks()
+        self.ids = _meme_keys(shas)  # a file's meme id (first 16 hex of its sha256) as a number
+        self._by_id = np.argsort(self.ids, kind="stable")
+        odd = images.column("path_bytes").combine_chunks()  # the exact bytes of a name that is not UTF-8
+        self._fs_names = {int(i): generation.fs_path(self.paths[int(i)].as_py(), odd[int(i)].as_py())
+                          for i in np.flatnonzero(odd.is_valid().to_numpy(zero_copy_only=False))}
+        # A file's template; "" (an index grouped by no version) makes each file its own template.
+        tpl = images.column("template").combine_chunks()
+        tpl = pc.if_else(pc.equal(tpl, ""), pc.utf8_slice_codeunits(shas, 0, 16), tpl)
+        self.file_template = pc.dictionary_encode(tpl).indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        by_path = pc.sort_indices(self.paths).to_numpy()
+        self._members = by_path[np.argsort(self.file_template[by_path], kind="stable")].astype(np.int32)
+        self._member_start = np.concatenate([[0], np.cumsum(np.bincount(self.file_template))]).astype(np.int64)
+        del images, shas, tpl, by_path
+
+        faces = gen.faces(["path", "frame", "box"], dictionary=["path"])
+        parts = []
+        for chunk in faces.column("path").chunks:  # each chunk: its distinct paths + a small number per face
+            rows = pc.index_in(chunk.dictionary, value_set=self.paths)
+            if rows.null_count:
+                raise IndexMismatch(f"index {folder.parent} has faces of files it does not list: rebuild it: "
+                                    "memeindex build IMAGES_DIR --rebuild")
+            parts.append(rows.to_numpy(zero_copy_only=False).astype(np.int32)[chunk.indices.to_numpy()])
+        self.face_file = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        self.frames = faces.column("frame").to_numpy().astype(np.int32)
+        self.boxes = np.asarray(faces.column("box").combine_chunks().flatten(), np.float32).reshape(-1, 4)
+        del faces, parts
+        # Blendshapes only explain matches (traits): a byte each is plenty, 4x smaller, read a batch at a time.
+        self.blendshapes = np.zeros((len(self.face_file), generation.N_BLENDSHAPES), np.uint8)
+        done = 0
+        for batch in gen.face_batches(["blendshapes"]):
+            shapes = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(batch.num_rows, -1)
+            self.blendshapes[done:done + batch.num_rows] = np.round(np.clip(shapes, 0.0, 1.0) * 255)
+            done += batch.num_rows
+        pa.default_memory_pool().release_unused()  # the read buffers go back to the system, not to the pool
+
+    def meme_id(self, row: int) -> str:
+        return f"{int(self.ids[self.face_file[row]]):016x}"
+
+    def path(self, row: int) -> str:
+        return self.paths[int(self.face_file[row])].as_py()
+
+    def template(self, row: int) -> int:
+        return int(self.file_template[self.face_file[row]])
 
     def variants(self, row: int) -> list[Variant]:
         """The other files of the template of face `row` (copies of the matched file itself left out)."""
-        own = self.shas[row][:16]
-        return [v for v in self.members.get(self.templates[row], ()) if v.id != own]
+        own, group = self.ids[self.face_file[row]], self.template(row)
+        members = self._members[self._member_start[group]:self._member_start[group + 1]]
+        return [Variant(f"{int(self.ids[m]):016x}", self.paths[int(m)].as_py()) for m in members
+                if self.ids[m] != own]
+
+    def file(self, meme_id: str) -> str:
+        """The relative file name (as os.open needs it) of the file with this meme id; KeyError if none."""
+        key = np.uint64(int(meme_id, 16))
+        pos = int(np.searchsorted(self.ids, key, sorter=self._by_id))
+        if pos == len(self._by_id) or self.ids[self._by_id[pos]] != key:
+            raise KeyError(meme_id)
+        row = int(self._by_id[pos])
+        return self._fs_names.get(row) or self.paths[row].as_py()
+
+
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def _meme_keys(shas) -> np.ndarray:
+    """uint64 of each sha256's first 16 hex digits (the meme id), decoded in bulk from the Arrow buffers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(shas) == 0:
+        return np.zeros(0, np.uint64)
+    prefix = pc.utf8_slice_codeunits(shas, 0, 16)
+    if shas.null_count or pc.min(pc.utf8_length(prefix)).as_py() < 16:  # a short or missing hash: the slow path
+        return np.array([int((s or "")[:16] or "0", 16) for s in shas.to_pylist()], np.uint64)
+    fixed = prefix.cast(pa.binary(16))
+    digits = np.frombuffer(fixed.buffers()[1], np.uint8)[fixed.offset * 16:(fixed.offset + len(fixed)) * 16]
+    nibbles = _HEX[digits].reshape(-1, 16).astype(np.uint64)
+    if (nibbles == 255).any():
+        raise IndexMismatch("a sha256 column holds a non-hex digit: rebuild the index")
+    return (nibbles << (np.uint64(4) * np.arange(15, -1, -1, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
 
 
 class Searcher:
@@ -174,20 +243,21 @@ class Searcher:
         while True:
             dist, ids = vectors.search(gen.index, np.asarray(vector, np.float32)[None, :], want)
             for d, i in zip(dist[0], ids[0]):
-                if i < 0 or gen.templates[i] in seen:
+                if i < 0 or gen.template(i) in seen:
                     continue
-                seen.add(gen.templates[i])
+                seen.add(gen.template(i))
                 matches.append(self._match(gen, int(i), float(d), blendshapes))
                 if len(matches) == k:
                     return matches
-            if want >= gen.index.ntotal:
+            if want >= gen.index.ntotal or (ids[0] < 0).any():  # an approximate index found all it can reach
                 return matches
             matches, seen, want = [], set(), want * 4
 
     def _match(self, gen: _Generation, row: int, distance: float, blendshapes) -> Match:
         score = float(self.curve.score(distance))
         shared = traits.shared(blendshapes, gen.blendshapes[row] / 255.0) if blendshapes is not None else []
-        return Match(id=gen.shas[row][:16], path=gen.paths[row], name=meme_name(gen.paths[row]), score=score,
+        path = gen.path(row)
+        return Match(id=gen.meme_id(row), path=path, name=meme_name(path), score=score,
                      distance=distance, box=tuple(float(v) for v in gen.boxes[row]), frame=int(gen.frames[row]),
                      traits=shared, variants=gen.variants(row), weak=score < self.settings.weak_score)
 
@@ -207,7 +277,7 @@ class Searcher:
     def image_file(self, meme_id: str) -> Path:
         if not MEME_ID.match(meme_id or ""):
             raise KeyError(meme_id)
-        return self._gen.root / self._gen.files[meme_id]
+        return self._gen.root / self._gen.file(meme_id)
 
     def info(self) -> dict:
         facts = dict(self._gen.facts)

@@ -49,6 +49,7 @@ class Settings:
     min_face_px: int = 12  # a face box smaller than this (pixels) cannot be described
     second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
     weak_score: float = 0.5  # matches scoring below this (calibrated P(same expression)) are labelled weak
+    index_type: str = "auto"  # auto | flat | hnsw | ivfsq | ivfpq (memeindex.vectors)
     checkpoint_every: int = 64  # files per resume checkpoint: a killed build loses at most this much work
     backend: str = "pool"  # where a build analyses files: pool (local processes) | inprocess | ray
     ray_address: str = ""  # the Ray cluster of the ray backend ("" = start a local Ray)

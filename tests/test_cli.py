@@ -251,3 +251,29 @@ def test_build_from_a_script_read_on_stdin_does_not_hang(tmp_path, folder):
     proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "indexed=3" in proc.stdout and "images=3" in proc.stdout
+
+
+def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder, grace_path):
+    index = tmp_path / "index"
+    bad = run("build", folder, "--index", index, "--index-type", "diskann")
+    assert bad.exit_code == 4 and "unknown index type 'diskann'" in bad.output and not index.exists()
+
+    built = run("build", folder, "--index", index, "--index-type", "hnsw")
+    assert built.exit_code == 0, built.output
+    facts = json.loads((IndexDir(index).current() / "index.json").read_text())
+    assert facts["index_type"] == "hnsw" and facts["index_params"]["factory"] == "HNSW32,Flat"
+    assert 0.0 <= facts["recall_at_3"] <= 1.0
+    q = json.loads(run("query", grace_path, "--index", index, "--json").stdout)
+    assert q["matches"][0]["path"] == "grace.jpg"
+
+    # No file changed, but another index type was asked for: the generation is republished with it.
+    generation = IndexDir(index).current()
+    assert run("build", folder, "--index", index, "--index-type", "flat").exit_code == 0
+    assert IndexDir(index).current() != generation
+    facts = json.loads((IndexDir(index).current() / "index.json").read_text())
+    assert (facts["index_type"], facts["recall_at_3"]) == ("flat", 1.0)
+
+    # A generation of a type this reader cannot honour is refused with the rebuild command.
+    (IndexDir(index).current() / "index.json").write_text(json.dumps({**facts, "index_type": "diskann"}))
+    refused = run("query", grace_path, "--index", index)
+    assert refused.exit_code == 4 and "diskann" in refused.output and "--rebuild" in refused.output

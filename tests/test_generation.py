@@ -31,7 +31,7 @@ def _generation(tmp_path, files, dim=8):
     idx = IndexDir(tmp_path / "index")
     faces = gen.sort_faces(gen.faces_table([f for r in files for f in r.faces], dim))
     images = gen.sort_images(gen.images_table([r.image for r in files]))
-    index = vectors.build_index(gen.embeddings(faces), dim)
+    index = vectors.build_index(gen.embeddings(faces), dim).index
     gen.write_generation(idx, faces, images, index, model_id="fake-v1", dim=dim, detector="d1", root="/r")
     return idx
 
@@ -72,8 +72,8 @@ def test_writer_refuses_tables_that_disagree(tmp_path):
     files[0].image.status, files[0].image.faces = "noface", 0  # the #9 race: images says noface, faces has rows
     images = gen.images_table([r.image for r in files])
     with pytest.raises(gen.Disagreement, match="a.jpg"):
-        gen.write_generation(IndexDir(tmp_path / "i"), faces, images, vectors.build_index(gen.embeddings(faces), 8),
-                             model_id="fake-v1", dim=8)
+        gen.write_generation(IndexDir(tmp_path / "i"), faces, images,
+                             vectors.build_index(gen.embeddings(faces), 8).index, model_id="fake-v1", dim=8)
     assert IndexDir(tmp_path / "i").current_or_none() is None
 
 
