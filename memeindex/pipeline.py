@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 class FaceAnalyzer:
     """Detector + embedder, loaded once. Not picklable: one per process; close it or use `with`."""
 
-    def __init__(self, settings: Settings | None = None, embedder: ExpressionEmbedder | str | None = None):
+    def __init__(self, settings: Settings | None = None, embedder: ExpressionEmbedder | str | None = None,
+                 num_threads: int = 1):
         self.settings = settings or Settings.from_env()
         self.embedder = embedder if isinstance(embedder, ExpressionEmbedder) else get_embedder(self.settings, embedder)
-        self.detector = FaceDetector(self.settings)
+        self.detector = FaceDetector(self.settings, num_threads=num_threads)  # the detector is most of the work
 
     def frames(self, source: str | Path | bytes | np.ndarray) -> list[Frame]:
         if isinstance(source, np.ndarray):

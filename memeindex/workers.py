@@ -39,12 +39,13 @@ def detector_version() -> str:
 class Analysis:
     """Models loaded once; `run(task)` never raises for a bad file: it becomes a `failed` row with its reason."""
 
-    def __init__(self, settings: Settings, root: str | Path | None = None):
+    def __init__(self, settings: Settings, root: str | Path | None = None, num_threads: int = 1):
         from .pipeline import FaceAnalyzer
 
         self.settings = settings
         self.root = Path(root) if root is not None else None
-        self.analyzer = FaceAnalyzer(settings)  # settings.embedder names the model
+        # settings.embedder names the model; num_threads: the cores this process may use for inference
+        self.analyzer = FaceAnalyzer(settings, num_threads=num_threads)
         self.model_id = self.analyzer.embedder.model_id
         self.detector = detector_version()
 
@@ -92,6 +93,11 @@ def _hash_input(rgb: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(rgb).reduce(k))
+
+
+def inference_threads(processes: int) -> int:
+    """Inference threads per analysing process: the cores left to each (one process on two cores gets both)."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def failed_rows(task: Task, reason: str, model_id: str, detector: str) -> FileRows:

@@ -2,12 +2,18 @@
 """Build throughput (images/s) against the plain Face Landmarker loop over the same images, on 1 and 2 processes.
 
     .venv/bin/python scripts/bench_build.py [--memes ../shared/data/memes] [--limit N] [--workers 1,2] [--repeat R]
+    .venv/bin/python scripts/bench_build.py --paired [--limit N]
 
 The images are linked (symlinks, never copies) into a temporary folder, so both sides see exactly the same
 files. "plain" is the ceiling: each process creates its own mediapipe FaceLandmarker (num_faces=8, default
 confidences) and runs it on every frame `memeindex.images.decode` gives (the frames the build analyses),
 nothing else. "build" is `memeindex.indexer.build` into a fresh temporary index dir. Both are timed end to end,
 worker start-up and model loading included. A benchmark, not a test: it prints its figures and exits 0.
+
+`--paired` measures one process only, file by file: the plain landmarker and the build's per-file analysis
+(`memeindex.workers.Analysis.run`: read, hash, decode, pHash, detect, embed, rows) alternate on each image, so a
+burst of load from other processes hits both sides alike. It separates the per-file work from start-up, the driver
+and the process pool, which the end-to-end figures include.
 """
 from __future__ import annotations
 
@@ -96,6 +102,35 @@ def build_once(root: Path, workers: int, scratch: Path) -> tuple[float, int, str
         shutil.rmtree(index_dir, ignore_errors=True)
 
 
+def paired(files: list[Path], root: Path, models_dir: Path) -> int:
+    from memeindex.plan import Task
+    from memeindex.settings import Settings
+    from memeindex.workers import Analysis, inference_threads
+
+    _plain_init(str(models_dir))
+    analysis = Analysis(Settings.from_env(workers=1), root, num_threads=inference_threads(1))
+    plain_s = build_s = 0.0
+    plain_faces = build_faces = 0
+    for i, path in enumerate(files):
+        st = path.stat()
+        task = Task(path.relative_to(root).as_posix(), "", st.st_size, st.st_mtime_ns)
+        for side in ((0, 1) if i % 2 else (1, 0)):  # alternate which side goes first
+            started = time.perf_counter()
+            if side == 0:
+                plain_faces += _plain_task(str(path))
+                plain_s += time.perf_counter() - started
+            else:
+                build_faces += len(analysis.run(task).faces)
+                build_s += time.perf_counter() - started
+    analysis.close()
+    n = len(files)
+    print(f"paired, one process, per file (start-up excluded): plain {plain_s / n * 1000:.1f} ms "
+          f"({n / plain_s:.1f} img/s, {plain_faces} faces), build {build_s / n * 1000:.1f} ms "
+          f"({n / build_s:.1f} img/s, {build_faces} faces): build/plain {plain_s / build_s:.2f}x "
+          f"(load {os.getloadavg()[0]:.1f} at the end)")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memes", type=Path, default=REPO.parent / "shared" / "data" / "memes")
@@ -103,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="process counts to measure, comma separated")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the median is printed")
     ap.add_argument("--skip-build", action="store_true", help="measure only the plain loop")
+    ap.add_argument("--paired", action="store_true", help="one process, plain and build alternating per file")
     args = ap.parse_args(argv)
 
     from memeindex.settings import Settings
@@ -112,6 +148,9 @@ def main(argv=None) -> int:
     if not files:
         print(f"no images under {args.memes}", file=sys.stderr)
         return 1
+    if args.paired:
+        print(f"{len(files)} images under {args.memes}; load average {os.getloadavg()[0]:.1f} at start")
+        return paired(files, args.memes, settings.models_dir)
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     print(f"{len(files)} images under {args.memes}; {os.cpu_count()} CPUs; load average "
           f"{os.getloadavg()[0]:.1f} at start; median of {args.repeat} run(s); start-up included")

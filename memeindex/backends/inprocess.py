@@ -17,9 +17,9 @@ class InProcessBackend:
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
         for task in tasks:
             if self._analysis is None:  # models load on the first file: a build with nothing to do loads none
-                from ..workers import Analysis
+                from ..workers import Analysis, inference_threads
 
-                self._analysis = Analysis(self.settings, self.root)
+                self._analysis = Analysis(self.settings, self.root, num_threads=inference_threads(1))
             yield self._analysis.run(task)
 
     def close(self) -> None:

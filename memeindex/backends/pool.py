@@ -32,7 +32,7 @@ def main_reimportable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def _worker_main(conn, root: str, settings: Settings, quiet: bool) -> None:
+def _worker_main(conn, root: str, settings: Settings, quiet: bool, threads: int) -> None:
     if quiet:
         from ..workers import silence_native_stderr
 
@@ -40,7 +40,7 @@ def _worker_main(conn, root: str, settings: Settings, quiet: bool) -> None:
     try:
         from ..workers import Analysis
 
-        analysis = Analysis(settings, root)
+        analysis = Analysis(settings, root, num_threads=threads)
     except BaseException as exc:  # noqa: BLE001 (reported to the driver, which raises it)
         conn.send(("init_error", exc if isinstance(exc, MemeIndexError) else WorkerFailed(
             f"a worker could not load the models: {type(exc).__name__}: {exc}")))
@@ -60,9 +60,9 @@ def _worker_main(conn, root: str, settings: Settings, quiet: bool) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, root: str, settings: Settings):
+    def __init__(self, ctx, root: str, settings: Settings, threads: int):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, root, settings, True), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, root, settings, True, threads), daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -112,7 +112,10 @@ class PoolBackend:
             return
         timeout = self.settings.file_timeout
         n = max(1, min(self.workers, len(pending)))
-        workers = [_Worker(self._ctx, self.root, self.settings) for _ in range(n)]
+        from ..workers import inference_threads
+
+        self._threads = inference_threads(n)
+        workers = [_Worker(self._ctx, self.root, self.settings, self._threads) for _ in range(n)]
         deaths_before_ready = 0
         try:
             while pending or any(w.task for w in workers):
@@ -174,7 +177,7 @@ class PoolBackend:
 
     def _respawn(self, pending: deque) -> _Worker | None:
         """A fresh worker in place of a lost one, when there is work left for it."""
-        return _Worker(self._ctx, self.root, self.settings) if pending else None
+        return _Worker(self._ctx, self.root, self.settings, self._threads) if pending else None
 
     def close(self) -> None:
         pass
