@@ -506,3 +506,19 @@ def test_a_resolver_that_never_answers_is_offline_within_the_connect_limit(tmp_p
         release.set()
     assert result.exit_code == SourceUnreachable.exit_code
     assert "no answer from DNS within 0.2 s" in result.stderr
+
+
+def test_an_oversized_body_is_streamed_not_held(tmp_path, server):
+    """50 MB with no Content-Length: the client reads up to the cap in small chunks and never holds the body."""
+    import tracemalloc
+
+    settings = Settings.from_env(download_allow_private=LOOPBACK, download_interval=0.0, download_retries=0)
+    tracemalloc.start()
+    try:
+        summary = dl.download([dl.Entry(1, "huge", server.url("/img/huge.jpg"))], tmp_path / "m", settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.failed == 1 and "stopped reading" in summary.files[0].reason
+    assert peak < settings.download_max_bytes / 4, f"peak {peak:,} bytes"
+    assert list((tmp_path / "m").iterdir()) == []  # the partial file is gone
