@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from . import __version__
+from . import __version__, formats
 from .errors import BadUrlList, DownloadFailed, ImageTooLarge, NotAnImage, SourceUnreachable
 from .models import sha256_file
 from .settings import Settings
@@ -48,7 +48,6 @@ _OFFLINE_AFTER = 3  # connection failures before any server answered: the networ
 _API_MAX_BYTES = 5 * 1024 * 1024
 _DEADLINE_TIMEOUTS = 8  # a whole file may take this many `download_timeout`s (a server trickling bytes)
 _CHUNK = 1 << 16
-_HEAD = 32  # bytes needed to recognise an image signature
 
 
 @dataclass(frozen=True)
@@ -267,13 +266,13 @@ def _fetch_to(client: _Client, url: str, out, settings: Settings) -> tuple[str, 
         size = 0
         for chunk in _body_chunks(resp, settings.download_max_bytes, settings.download_timeout):
             if not ext:  # refuse an HTML page as soon as its first bytes arrive
-                head += chunk[:_HEAD - len(head)]
-                if len(head) >= _HEAD:
+                head += chunk[:formats.HEAD_BYTES - len(head)]
+                if len(head) >= formats.HEAD_BYTES:
                     ext = _sniff(head)
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
-        ext = ext or _sniff(head)  # a body shorter than _HEAD
+        ext = ext or _sniff(head)  # a body shorter than formats.HEAD_BYTES
         return digest.hexdigest(), size, ext
     finally:
         resp.close()
@@ -316,22 +315,11 @@ def _body_chunks(resp: http.client.HTTPResponse, max_bytes: int, timeout: float)
         raise _Transient(f"truncated: {size:,} of {declared:,} bytes, then the connection closed")
 
 
-# Signatures of the formats the decoder reads; anything else is refused before it is kept.
-_SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-               (b"II*\x00", "tif"), (b"MM\x00*", "tif"), (b"BM", "bmp"))
-_FTYP_BRANDS = {b"heic": "heic", b"heix": "heic", b"hevc": "heic", b"hevx": "heic", b"mif1": "heic",
-                b"msf1": "heic", b"avif": "avif", b"avis": "avif"}
-
-
 def _sniff(head: bytes) -> str:
     """The file extension of the image format `head` starts with; _Refused for anything else."""
-    for magic, ext in _SIGNATURES:
-        if head.startswith(magic):
-            return ext
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
-        return _FTYP_BRANDS[head[8:12]]
+    ext = formats.sniff(head)
+    if ext:
+        return ext
     if head.lstrip()[:1] == b"<":
         raise _Refused("an HTML/XML page, not an image")
     if not head:

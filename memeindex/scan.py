@@ -17,21 +17,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .formats import HEAD_BYTES, looks_like_image
 from .plan import Fingerprint, Scanned
 
 log = logging.getLogger(__name__)
 
 ImageFile = Scanned  # one scanned file: rel (posix, relative to the root: the key of the index), size, mtime_ns
 
-# First bytes of the formats Pillow (and pillow-heif) read; a file with none of them and no image extension is
-# not an image (an index.tsv, a README) and is ignored rather than counted as failed.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00",
-               b"8BPS", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51",
-               b"qoif", b"DDS ", b"icns", b"\x76\x2f\x31\x01")
-_FTYP_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
-_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-                     ".heic", ".heif", ".avif", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".jp2",
-                     ".j2k", ".qoi", ".dds", ".icns", ".pcx", ".sgi", ".xbm", ".apng"}
 
 
 @dataclass
@@ -80,16 +72,6 @@ def _rel(path: str, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
-def looks_like_image(head: bytes, name: str) -> bool:
-    """An image signature in the first bytes, or an image extension (a broken .jpg is a failed image, not
-    something to ignore)."""
-    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return True
-    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
-        return True
-    return os.path.splitext(name)[1].lower() in _IMAGE_EXTENSIONS
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -101,6 +83,6 @@ def fingerprint(path: str | Path) -> Fingerprint:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             if not head:
-                head = chunk[:16]
+                head = chunk[:HEAD_BYTES]
             h.update(chunk)
     return Fingerprint(sha256=h.hexdigest(), image=looks_like_image(head, os.fsdecode(path)))
