@@ -699,7 +699,28 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
                     if s == "noface" and d != detector)
         report.notes.append(f"built with detector {report.detector or '(unrecorded)'}, the current one is "
                             f"{detector}: the next build re-analyses {stale} file(s) without a face")
+    if images is not None and facts.get("root"):
+        report.notes += _root_notes(Path(facts["root"]), images)
     return report
+
+
+def _root_notes(root: Path, images: pa.Table) -> list[str]:
+    """The indexed image files as they are now (not damage: the next build brings the index up to date)."""
+    if not root.is_dir():
+        return [f"the image folder {root} is not there (a build refuses to run until it is back)"]
+    gone = changed = 0
+    for key, size, mtime in zip(row_keys(images), images.column("size").to_pylist(),
+                                images.column("mtime_ns").to_pylist()):
+        try:
+            st = os.stat(root / key)
+        except OSError:
+            gone += 1
+            continue
+        changed += (st.st_size, st.st_mtime_ns) != (size, mtime)
+    if gone or changed:
+        return [f"{gone} indexed file(s) gone and {changed} changed under {root} since the build "
+                "(the next build updates the index)"]
+    return []
 
 
 def _vectors_match(index, faces: pa.Table) -> list[str]:

@@ -198,6 +198,9 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
     run("build", two, "--index", index, "--backend", "inprocess")
     ok = run("check", "--index", index, "--json")
     assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
+    (two / "wall.png").unlink()  # the folder moving on is not damage, only a note
+    moved_on = run("check", "--index", index)
+    assert moved_on.exit_code == 0 and "1 indexed file(s) gone" in moved_on.stdout
     faces = IndexDir(index).generation().faces_path
     faces.write_bytes(faces.read_bytes()[: faces.stat().st_size // 2])
     bad = run("check", "--index", index)
