@@ -109,6 +109,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.skipped = len(scan.skipped) + len(work.skipped)
         summary.ignored = len(work.ignored) + scan.hidden
         summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect
+        if work.rehash:
+            log.info("computing the perceptual hash of %d file(s) indexed before it was recorded", len(work.rehash))
 
         be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
         try:
@@ -120,7 +122,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.noface = sum(r.status == "noface" for r in images)
         summary.failed = sum(r.status == "failed" for r in images)
         nothing_changed = (previous is not None and not rebuild and len(work.keep) == len(prev_images)
-                           and not work.reuse and not analysed and previous.facts.get("detector") == detector
+                           and not work.reuse and not analysed and not work.rehash and previous.facts.get("detector") == detector
                            and vectors.requested_type(previous.facts) == index_type)
         if nothing_changed:  # keep the generation: a re-run does no work, not even a rewrite
             summary.faces = previous.facts.get("count", prev_faces.num_rows)
@@ -142,11 +144,18 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
     done: list[FileRows] = []
     pending: list[FileRows] = []
     n = 0
-    tasks = work.analyze
+    tasks = work.analyze + work.rehash
+    kept = {r.path: r for r in work.keep} if work.rehash else {}
+    rehash = {t.rel for t in work.rehash}
     bar = tqdm(total=len(tasks), desc="indexing", unit="img", disable=not progress or not tasks, leave=False)
     try:
         for rows in backend.analyze(tasks):
             bar.update(1)
+            if rows.image.path in rehash:  # a kept file's pHash: its rows stay, it gains the hash
+                row = kept[rows.image.path]
+                if rows.image.sha256 == row.sha256 and rows.image.status != "failed":
+                    row.phash = rows.image.phash
+                continue
             summary.indexed += 1
             if rows.image.status == "failed":
                 summary.failed_now += 1

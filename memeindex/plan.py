@@ -5,6 +5,7 @@ unit tests run it on fakes. Rules, per scanned file:
 
 - same path, same size and mtime as a known row: **keep** it (its face rows stay), unless it is a `noface` row
   made by another detector version: then **analyze** it again (`redetect`), as a newer detector may find a face;
+  a kept row without a perceptual hash (made before they existed) is also listed in **rehash**;
 - otherwise fingerprint it: unreadable -> **skipped** (with the reason); not an image (no image signature and no
   image extension, e.g. `index.tsv`) -> **ignored**; same content as its own known row (a touched file) ->
   **reuse** (counted unchanged); content known from another row or a checkpoint (a rename, a copy, a resumed
@@ -43,6 +44,7 @@ class Task:
     sha256: str
     size: int
     mtime_ns: int
+    phash_only: bool = False  # a kept file indexed before pHashes existed: only its first frame's hash is wanted
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Plan:
     keep: list[ImageRow] = field(default_factory=list)  # rows kept as they are, with their face rows
     reuse: list[ImageRow] = field(default_factory=list)  # new rows whose faces are copied from known content
     analyze: list[Task] = field(default_factory=list)
+    rehash: list[Task] = field(default_factory=list)  # kept files without a pHash (an index from schema v1)
     removed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): could not be read
     ignored: list[str] = field(default_factory=list)  # not images
@@ -75,6 +78,8 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
             else:
                 out.keep.append(old)
                 out.unchanged += 1
+                if not old.phash and old.status != "failed":
+                    out.rehash.append(Task(f.rel, old.sha256, f.size, f.mtime_ns, phash_only=True))
             continue
         try:
             fp = fingerprint(f.rel)

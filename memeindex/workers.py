@@ -60,15 +60,17 @@ class Analysis:
             return self.failed(task, f"cannot read: {exc.strerror or exc}")
         except MemeIndexError as exc:
             return self.failed(task, str(exc))
-        return self.run_bytes(ref, data)
+        return self.run_bytes(ref, data, task.phash_only)
 
-    def run_bytes(self, ref: FileRef, data: bytes) -> FileRows:
+    def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False) -> FileRows:
+        """The rows of the file whose bytes are `data`; with `phash_only`, an image row carrying only the first
+        frame's perceptual hash (no face is looked for)."""
         phash = ""
         try:
             frames = self.analyzer.frames(data)
             if frames:  # near-duplicate grouping at publish (templates.assign)
                 phash = perceptual_hash(_hash_input(frames[0].rgb))
-            faces = [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
+            faces = [] if phash_only else [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
         except MemeIndexError as exc:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)

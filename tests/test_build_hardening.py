@@ -224,3 +224,17 @@ def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):
     s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
     assert (s["redetected"], s["indexed"], s["unchanged"]) == ("1", "1", "1")
     assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
+
+
+def test_files_indexed_without_a_phash_gain_one_without_reanalysis(tmp_path, two):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    g = IndexDir(index).generation()
+    images = g.images()
+    hashes = images.column("phash").to_pylist()
+    assert all(len(h) == 16 for h in hashes)
+    pq.write_table(images.set_column(images.schema.get_field_index("phash"), "phash",
+                                     pa.array([""] * images.num_rows)), g.images_path)  # as a v1 index has
+    s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    assert (s["indexed"], s["unchanged"]) == ("0", "2")
+    assert IndexDir(index).generation().images().column("phash").to_pylist() == hashes

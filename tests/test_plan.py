@@ -27,6 +27,11 @@ def test_unchanged_files_are_kept_without_hashing():
     p = plan(known, [Scanned("a.jpg", 10, 1), Scanned("b.png", 10, 1)], hasher({}, calls), D)
     assert [r.path for r in p.keep] == ["a.jpg", "b.png"] and p.unchanged == 2
     assert calls == [] and not (p.analyze or p.reuse or p.removed)
+    # rows made before pHashes were recorded get only that computed; failed files are left alone
+    assert [(t.rel, t.phash_only) for t in p.rehash] == [("a.jpg", True), ("b.png", True)]
+    hashed = [ImageRow("a.jpg", "A", 10, 1, "faces", 1, "", "0123456789abcdef", "", D),
+              ImageRow("c.jpg", "C", 10, 1, "failed", 0, "truncated", "", "", D)]
+    assert not plan(hashed, [Scanned("a.jpg", 10, 1), Scanned("c.jpg", 10, 1)], hasher({}), D).rehash
 
 
 def test_new_changed_renamed_touched_removed():

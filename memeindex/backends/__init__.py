@@ -34,6 +34,7 @@ def get_backend(name: str, root: Path, settings: Settings, model_id: str, worker
     driver writes itself (a file whose worker died)."""
     from ..errors import BadSetting
 
+    requested = workers
     workers = max(1, workers or settings.workers)
     if name == "pool":
         from .pool import PoolBackend, main_reimportable
@@ -50,5 +51,5 @@ def get_backend(name: str, root: Path, settings: Settings, model_id: str, worker
     if name == "ray":
         from .ray import RayBackend
 
-        return RayBackend(root, settings, model_id, workers, ray_address or settings.ray_address or None)
+        return RayBackend(root, settings, model_id, requested, ray_address or settings.ray_address or None)
     raise BadSetting(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

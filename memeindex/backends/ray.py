@@ -33,8 +33,8 @@ class _Analyzer:
         silence_native_stderr()
         self.analysis = Analysis(settings)
 
-    def run(self, ref, data: bytes) -> FileRows:
-        return self.analysis.run_bytes(ref, data)
+    def run(self, ref, data: bytes, phash_only: bool) -> FileRows:
+        return self.analysis.run_bytes(ref, data, phash_only)
 
 
 class RayBackend:
@@ -55,10 +55,11 @@ class RayBackend:
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=workers, **kwargs)
+                ray.init(num_cpus=workers or settings.workers, **kwargs)
             self._started_ray = True
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.workers = max(1, min(workers or cluster_cpus, cluster_cpus) if address else (workers or cluster_cpus))
+        # One actor per CPU Ray offers (a whole cluster), or as many as asked for.
+        cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.workers = max(1, min(workers or cluster_cpus, cluster_cpus))
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Analyzer)
 
     def _failed(self, task: Task, reason: str) -> FileRows:
@@ -105,7 +106,7 @@ class RayBackend:
                         if not queued(i):
                             head_since[i] = time.monotonic()
                         order += 1
-                        in_flight[actors[i].run.remote(ref, data)] = (task, i, order)
+                        in_flight[actors[i].run.remote(ref, data, task.phash_only)] = (task, i, order)
                 if not in_flight:
                     continue
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
