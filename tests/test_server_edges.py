@@ -140,12 +140,22 @@ def test_searches_beyond_the_bound_get_503_at_once(index, monkeypatch):
             busy = c.post("/api/search", files=files)
             waited = time.monotonic() - started
             health = c.get("/health").json()
+        # A big upload to a full server: refused before its multipart body is parsed, and drained, not reset.
+        boundary = "y" * 16
+        pre = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.jpg\"\r\n"
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        body = pre + b"\0" * (9 * 1024 * 1024) + f"\r\n--{boundary}--\r\n".encode()
+        head = (f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+        raw = _raw_post(live.url, head, [body])
         release.set()
         for t in queued:
             t.join(90)
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and "retry" in busy.json()["detail"]
     assert waited < 10  # answered without waiting for the queue (which is blocked for 60 s)
     assert health["pending"] == 2 and health["max_pending"] == 2 and health["refused"] == 1
+    status, _, rest = raw.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in status.lower() and b"retry" in rest
     assert sorted(r.status_code for r in answers) == [200, 200]  # the queued ones are served once it moves
 
 

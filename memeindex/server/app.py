@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..errors import ServiceBusy
 from .api import router
-from .limits import UploadLimit
+from .limits import BusyGate, UploadLimit
 from .service import SearchService
 from .thumbs import ThumbnailCache
 
@@ -64,4 +64,5 @@ def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) 
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     app.add_middleware(UploadLimit, max_bytes=service.max_upload_bytes)
+    app.add_middleware(BusyGate, service=service)  # added last = runs first: a full server refuses before parsing
     return app

@@ -26,6 +26,32 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=detail)
 
 
+class BusyGate:
+    """Refuse a search with 503 + Retry-After before its body is parsed when the service is already full.
+
+    The service's slot (taken by the search route) is the authority; this only spares a full server the work of
+    parsing a multipart upload it would refuse anyway. The body is drained (bounded), as for a 413.
+    """
+
+    def __init__(self, app, service, paths: frozenset[str] = frozenset({"/api/search"})):
+        self.app = app
+        self.service = service
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.paths
+                and self.service.pending >= self.service.max_pending):
+            from ..errors import ServiceBusy
+
+            self.service.refused += 1
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await _drain(receive)
+            return await _reply(send, 503, f"{self.service.pending} searches in flight: retry shortly",
+                                [(b"retry-after", str(ServiceBusy.retry_after).encode())])
+        return await self.app(scope, receive, send)
+
+
 class UploadLimit:
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -96,9 +122,9 @@ async def _drain(receive) -> None:
             return
 
 
-async def _reply(send, status: int, detail: str) -> None:
+async def _reply(send, status: int, detail: str, extra_headers=()) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *extra_headers]})
     await send({"type": "http.response.body", "body": body})
