@@ -70,8 +70,16 @@ def hash_distance(a: str, b: str) -> int:
 SAME_PICTURE_BITS = 12  # this close, two hashes show the same picture (resized, recompressed, lightly captioned)
 NEAR_PICTURE_BITS = 24  # closer than chance: the same picture cropped or re-captioned, if a face agrees
 LONE_FACE_BITS = 6  # one file has faces and the other none (the detector missed a smaller copy): the hash alone
-# (blendshape distance, embedding distance) a face pair may have, by how close the hashes are:
-FACE_MATCH = ((SAME_PICTURE_BITS, 0.65, 0.15), (NEAR_PICTURE_BITS, 0.45, 0.12), (64, 0.30, 0.08))
+# A face pair is the same face when one rule holds: (max hash bits of the two pictures, max blendshape distance,
+# max embedding distance). The closer the pictures, the looser the faces may be; a crop moves the embedding more
+# than the blendshapes, so each range also takes a pair whose blendshapes alone are very close.
+FACE_MATCH = (
+    (SAME_PICTURE_BITS, 0.65, 0.15),
+    (NEAR_PICTURE_BITS, 0.45, 0.12),
+    (NEAR_PICTURE_BITS, 0.30, 0.17),
+    (64, 0.30, 0.08),
+    (64, 0.25, 0.12),
+)
 _BLOCK = 2048  # rows per block of the pairwise distances (bounded memory)
 
 
@@ -203,7 +211,4 @@ def _bits(hash_int: np.ndarray, known: np.ndarray, i: int, j: int) -> int:
 
 def _faces_agree(bits: int, blend: float, emb: float) -> bool:
     """Whether a face of each file is the same face, given how alike the two whole pictures are."""
-    for max_bits, max_blend, max_emb in FACE_MATCH:
-        if bits <= max_bits:
-            return blend <= max_blend and emb <= max_emb
-    return False
+    return any(bits <= b and blend <= bl and emb <= e for b, bl, e in FACE_MATCH)
