@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 HASH_SIDE = 32  # the picture is shrunk to 32x32 grey and its 8x8 lowest DCT frequencies kept (pHash)
 HASH_LOW = 8
+# A frame is first box-reduced by a whole factor to no less than this on its short side (measured on the shared
+# memes: 0.8 of 64 bits differ on average from the hash of the full frame, within the noise assign tolerates).
+PRE_REDUCE_SIDE = 128
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -42,7 +45,7 @@ def perceptual_hash(rgb: np.ndarray) -> str:
     """16 hex digits: the 64-bit DCT perceptual hash of an RGB (or grey) uint8 frame.
 
     Same algorithm as `imagehash.phash` (grey, 32x32 Lanczos, 2-D DCT, 8x8 low frequencies against their
-    median), so the bits agree with that library's to within resampling noise.
+    median), so the bits agree with that library's to within resampling noise (a big frame is box-reduced first).
     """
     from PIL import Image
 
@@ -50,6 +53,9 @@ def perceptual_hash(rgb: np.ndarray) -> str:
     if arr.ndim == 3:
         arr = arr[..., :3]
     img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    k = min(img.size) // PRE_REDUCE_SIDE
+    if k >= 2:  # box-reduce a big frame first: Lanczos over all its pixels costs ~4 ms for the same 32x32
+        img = img.reduce(k)
     grey = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)
     pixels = np.asarray(grey, dtype=np.float64)
     low = (_DCT @ pixels @ _DCT.T)[:HASH_LOW, :HASH_LOW]

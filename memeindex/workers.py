@@ -11,8 +11,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from .errors import MemeIndexError
 from .generation import FileRef, FileRows, file_rows
 from .plan import Task
@@ -69,7 +67,7 @@ class Analysis:
         try:
             frames = self.analyzer.frames(data)
             if frames:  # near-duplicate grouping at publish (templates.assign)
-                phash = perceptual_hash(_hash_input(frames[0].rgb))
+                phash = perceptual_hash(frames[0].rgb)
             faces = [] if phash_only else [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
         except MemeIndexError as exc:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
@@ -83,18 +81,6 @@ class Analysis:
 
     def close(self) -> None:
         self.analyzer.close()
-
-
-def _hash_input(rgb: np.ndarray) -> np.ndarray:
-    """The frame box-reduced to ~128+ px on its short side: pHash shrinks it to 32x32 anyway, and Lanczos over
-    the full frame costs ~4 ms of a ~60 ms file (measured on the shared memes: 0.8 of 64 bits differ on average,
-    within the resampling noise templates.assign tolerates)."""
-    k = min(rgb.shape[:2]) // 128
-    if k < 2:
-        return rgb
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb).reduce(k))
 
 
 def inference_threads(processes: int) -> int:
