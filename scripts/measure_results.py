@@ -87,9 +87,9 @@ def without_templates(searcher, vector: np.ndarray, k: int) -> list[dict]:
     dist, ids = vectors.search(gen.index, np.asarray(vector, np.float32)[None, :], min(gen.index.ntotal, 64 * k))
     out, seen = [], set()
     for i in ids[0]:
-        if i >= 0 and gen.shas[i] not in seen:
-            seen.add(gen.shas[i])
-            out.append({"path": gen.paths[i], "box": [float(v) for v in gen.boxes[i]]})
+        if i >= 0 and gen.meme_id(int(i)) not in seen:
+            seen.add(gen.meme_id(int(i)))
+            out.append({"path": gen.path(int(i)), "box": [float(v) for v in gen.boxes[i]]})
             if len(out) == k:
                 break
     return out
