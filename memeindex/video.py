@@ -40,6 +40,7 @@ class _Sample:
     box: tuple
     vector: np.ndarray
     noise: bool = False  # part of a too-short segment: keeps its time, no say in the expression
+    blendshapes: np.ndarray | None = None  # the face's 52 scores: the traits a segment's matches share with it
 
 
 def is_video(path: str | Path) -> bool:
@@ -154,6 +155,11 @@ def _mean(group: list[_Sample]) -> np.ndarray:
     return _unit(np.sum(core, axis=0))
 
 
+def _mean_blendshapes(group: list[_Sample]) -> np.ndarray:
+    core = [s.blendshapes for s in group if not s.noise] or [s.blendshapes for s in group]
+    return np.mean(core, axis=0)
+
+
 def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 3, settings: Settings | None = None,
                 *, fps: float = 4.0, change: float = 0.35, min_duration: float = 1.0, gap: float = 1.5,
                 searcher=None) -> list[Segment]:
@@ -171,7 +177,8 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
             if switched or (last_seen is not None and t - last_seen > gap):
                 breaks.add(len(samples))
             box = tuple(v / scale for v in face.box)
-            samples.append(_Sample(t, box, _unit(np.asarray(face.embedding, np.float32))))
+            samples.append(_Sample(t, box, _unit(np.asarray(face.embedding, np.float32)),
+                                   blendshapes=np.asarray(face.blendshapes, np.float32)))
             previous, last_seen = face.box, t
         if not samples:
             raise NoFace(f"no face found in any sampled frame of {path}")
@@ -180,7 +187,7 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
         segments = []
         for g in groups:
             segments.append(Segment(start=g[0].t, end=g[-1].t + step, frames=len(g), box=g[len(g) // 2].box,
-                                    matches=searcher.search_vector(_mean(g), k)))
+                                    matches=searcher.search_vector(_mean(g), k, _mean_blendshapes(g))))
         log.info("%s: %d sampled faces, %d segment(s)", path, len(samples), len(segments))
         return segments
     finally:

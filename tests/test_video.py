@@ -33,6 +33,7 @@ def test_two_faces_two_segments(searcher, tmp_path):
     assert "segment 1  0:00.0-" in text and "segment 2" in text and "grace" in text and "astronaut" in text
     data = json.loads(json.dumps([s.to_dict() for s in segments]))
     assert data[1]["matches"][0]["path"].startswith("astronaut") and len(data[0]["matches"][0]["id"]) == 16
+    assert "smiling" in {t["name"] for t in data[1]["matches"][0]["traits"]}  # the astronaut's smile, both faces
 
 
 def test_short_interlude_is_merged_away(searcher, tmp_path):
