@@ -102,6 +102,7 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's "corrupt EXIF" & co: the file still decodes
             img = Image.open(stream)
             width, height = img.size
             if width * height > hard_max_pixels:
@@ -121,6 +122,11 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
         raise NotAnImage("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise NotAnImage(f"corrupt image ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile file can trip any error inside a plugin; it is still one bad file
+        log.debug("decoder error", exc_info=True)
+        raise NotAnImage(f"undecodable image ({type(exc).__name__}: {exc})") from None
     finally:
         if "img" in locals():
             img.close()
@@ -131,7 +137,7 @@ def _one_frame(img: Image.Image, index: int, max_pixels: int) -> Frame:
     scale = min(1.0, (max_pixels / float(width * height)) ** 0.5)
     if scale < 1.0 and img.format == "JPEG" and index == 0:
         # JPEG can decode at 1/2, 1/4, 1/8 size directly: far faster than decode-then-shrink.
-        img.draft("RGB", (int(width * scale), int(height * scale)))
+        img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
     img.load()
     orientation = _orientation(img) if index == 0 else 1
     frame = img if index == 0 else img.copy()  # later frames: the file moves on when it seeks

@@ -134,3 +134,9 @@ def test_missing_file_and_folder_are_file_missing(tmp_path):
         decode(tmp_path / "nope.jpg")
     with pytest.raises(FileMissing, match="folder"):
         decode(tmp_path)
+
+
+def test_sliver_jpeg_over_a_tiny_cap_decodes():
+    # Found by hypothesis: JPEG draft to a zero-pixel side divided by zero inside Pillow (a 500 in the API).
+    frame = decode(_encode(Image.new("RGB", (1, 40), (9, 9, 9)), "JPEG"), max_pixels=20)[0]
+    assert frame.rgb.shape[0] * frame.rgb.shape[1] <= 20
