@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 ImageFile = Scanned  # one scanned file: rel (posix, relative to the root: the key of the index), size, mtime_ns
 
 
-
 @dataclass
 class ScanResult:
     files: list[Scanned] = field(default_factory=list)
