@@ -109,7 +109,7 @@ def test_a_killed_worker_fails_one_file_and_the_build_goes_on(tmp_path, grace_rg
     assert s["images"] == 30 and s["indexed"] == 30
     rows = _images(index)
     died = [r for r in rows.values() if r["status"] == "failed"]
-    assert all("died" in r["reason"] for r in died) and 1 <= len(died) <= 2
+    assert all("died (signal 9)" in r["reason"] for r in died) and 1 <= len(died) <= 2
     assert s["faces"] == 30 - len(died)
     assert not (index / gen.LOCK).exists() or run("build", root, "--index", index).exit_code == 0  # lock released
 

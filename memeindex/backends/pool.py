@@ -149,6 +149,7 @@ class PoolBackend:
                     if not w.process.is_alive():
                         replace = True
                     if replace:
+                        w.process.join(2)  # its pipe closes a moment before its exit status is known
                         code = w.process.exitcode
                         if w.task is not None:
                             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
