@@ -673,7 +673,9 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
             faces, report.faces = table, table.num_rows
     index = None
     try:
-        index = g.read_index()
+        from . import vectors
+
+        index = vectors.read_index(g.index_path, facts)  # with the facts when they are readable
         report.vectors = int(index.ntotal)
     except Exception as exc:  # noqa: BLE001 (FAISS raises RuntimeError for anything unreadable)
         problems.append(f"{INDEX_FILE}: unreadable ({_why(exc)})")
@@ -694,7 +696,7 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
         problems += agreement_errors(images, faces)[:20]
         if index is not None and index.ntotal == faces.num_rows and faces.num_rows:
             problems += _vectors_match(index, faces)
-    if detector is not None and report.detector != detector and images is not None:
+    if facts and detector is not None and report.detector != detector and images is not None:
         stale = sum(1 for s, d in zip(images.column("status").to_pylist(), images.column("detector").to_pylist())
                     if s == "noface" and d != detector)
         report.notes.append(f"built with detector {report.detector or '(unrecorded)'}, the current one is "
