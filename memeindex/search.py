@@ -10,7 +10,9 @@ flight keeps the generation it started with.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,47 +110,60 @@ class _Generation:
         gen = generation.Generation(folder)
         self.facts = gen.facts
         gen.check(model_id, dim)
-        self.index = gen.read_index()
         self.root = Path(self.facts["root"])
+        _lean_memory()
 
-        images = gen.images(["path", "path_bytes", "sha256", "status", "template"])
-        images = images.filter(pc.not_equal(images.column("status"), "failed")).combine_chunks()
-        self.paths = images.column("path").chunk(0) if images.num_rows else pa.array([], pa.string())  # display
-        shas = images.column("sha256").combine_chunks()
+        # Files: one column at a time, each turned into numbers and dropped before the next is read.
+        self.paths = gen.images(["path"]).column("path")  # display text, a chunked Arrow array (no copy)
+        self.usable = pc.not_equal(gen.images(["status"]).column("status"), "failed").to_numpy(zero_copy_only=False)
+        shas = gen.images(["sha256"]).column("sha256")
         self.ids = _meme_keys(shas)  # a file's meme id (first 16 hex of its sha256) as a number
-        self._by_id = np.argsort(self.ids, kind="stable")
-        odd = images.column("path_bytes").combine_chunks()  # the exact bytes of a name that is not UTF-8
-        self._fs_names = {int(i): generation.fs_path(self.paths[int(i)].as_py(), odd[int(i)].as_py())
-                          for i in np.flatnonzero(odd.is_valid().to_numpy(zero_copy_only=False))}
+        self._by_id = np.flatnonzero(self.usable)[np.argsort(self.ids[self.usable], kind="stable")]
+        self._sorted_ids = self.ids[self._by_id]
         # A file's template; "" (an index grouped by no version) makes each file its own template.
-        tpl = images.column("template").combine_chunks()
+        tpl = gen.images(["template"]).column("template")
         tpl = pc.if_else(pc.equal(tpl, ""), pc.utf8_slice_codeunits(shas, 0, 16), tpl)
-        self.file_template = pc.dictionary_encode(tpl).indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        self.file_template = pc.dictionary_encode(tpl).combine_chunks().indices.to_numpy(zero_copy_only=False) \
+            .astype(np.int32)
+        del shas, tpl
         by_path = pc.sort_indices(self.paths).to_numpy()
+        by_path = by_path[self.usable[by_path]]  # failed files are nobody's variant
         self._members = by_path[np.argsort(self.file_template[by_path], kind="stable")].astype(np.int32)
-        self._member_start = np.concatenate([[0], np.cumsum(np.bincount(self.file_template))]).astype(np.int64)
-        del images, shas, tpl, by_path
+        self._member_start = np.concatenate(
+            [[0], np.cumsum(np.bincount(self.file_template[by_path], minlength=int(self.file_template.max(
+                initial=-1)) + 1))]).astype(np.int64)
+        del by_path
+        odd = gen.images(["path_bytes"]).column("path_bytes")  # the exact bytes of a name that is not UTF-8
+        self._fs_names = {int(i): generation.fs_path(self.paths[int(i)].as_py(), odd[int(i)].as_py())
+                          for i in np.flatnonzero(odd.is_valid().to_numpy(zero_copy_only=False))} \
+            if odd.null_count < len(odd) else {}
+        del odd
 
-        faces = gen.faces(["path", "frame", "box"], dictionary=["path"])
-        parts = []
-        for chunk in faces.column("path").chunks:  # each chunk: its distinct paths + a small number per face
-            rows = pc.index_in(chunk.dictionary, value_set=self.paths)
-            if rows.null_count:
-                raise IndexMismatch(f"index {folder.parent} has faces of files it does not list: rebuild it: "
-                                    "memeindex build IMAGES_DIR --rebuild")
-            parts.append(rows.to_numpy(zero_copy_only=False).astype(np.int32)[chunk.indices.to_numpy()])
-        self.face_file = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-        self.frames = faces.column("frame").to_numpy().astype(np.int32)
-        self.boxes = np.asarray(faces.column("box").combine_chunks().flatten(), np.float32).reshape(-1, 4)
-        del faces, parts
-        # Blendshapes only explain matches (traits): a byte each is plenty, 4x smaller, read a batch at a time.
+        # Faces: the writer keeps both tables in path order, so a file's faces are the next `faces` rows.
+        counts = gen.images(["faces"]).column("faces").to_numpy().astype(np.int64)
+        self.face_file = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+        self.frames = np.zeros(len(self.face_file), np.int32)
+        self.boxes = np.zeros((len(self.face_file), 4), np.float32)
         self.blendshapes = np.zeros((len(self.face_file), generation.N_BLENDSHAPES), np.uint8)
         done = 0
-        for batch in gen.face_batches(["blendshapes"]):
-            shapes = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(batch.num_rows, -1)
-            self.blendshapes[done:done + batch.num_rows] = np.round(np.clip(shapes, 0.0, 1.0) * 255)
-            done += batch.num_rows
-        pa.default_memory_pool().release_unused()  # the read buffers go back to the system, not to the pool
+        for group in gen.face_batches(["path", "frame", "box", "blendshapes"]):
+            rows = slice(done, done + group.num_rows)
+            if done + group.num_rows > len(self.face_file) or not pc.all(pc.equal(
+                    group.column("path"), pc.take(self.paths, self.face_file[rows]))).as_py():
+                raise IndexMismatch(f"index {folder.parent}: faces.parquet and images.parquet are not in the same "
+                                    "order: rebuild it: memeindex build IMAGES_DIR --rebuild")
+            self.frames[rows] = group.column("frame").to_numpy()
+            self.boxes[rows] = np.asarray(group.column("box").combine_chunks().flatten(), np.float32).reshape(-1, 4)
+            # Blendshapes only explain matches (traits): a byte each is plenty, 4x smaller than float32.
+            shapes = group.column("blendshapes").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            self.blendshapes[rows] = np.round(np.clip(shapes, 0.0, 1.0) * 255).reshape(group.num_rows, -1)
+            done += group.num_rows
+            del group, shapes
+        if done != len(self.face_file):
+            raise IndexMismatch(f"index {folder.parent}: images.parquet counts {len(self.face_file)} faces, "
+                                f"faces.parquet holds {done}: rebuild it: memeindex build IMAGES_DIR --rebuild")
+        pa.default_memory_pool().release_unused()
+        self.index = gen.read_index()  # last: the tables' read buffers are gone before it takes its memory
 
     def meme_id(self, row: int) -> str:
         return f"{int(self.ids[self.face_file[row]]):016x}"
@@ -169,11 +184,37 @@ class _Generation:
     def file(self, meme_id: str) -> str:
         """The relative file name (as os.open needs it) of the file with this meme id; KeyError if none."""
         key = np.uint64(int(meme_id, 16))
-        pos = int(np.searchsorted(self.ids, key, sorter=self._by_id))
-        if pos == len(self._by_id) or self.ids[self._by_id[pos]] != key:
+        pos = int(np.searchsorted(self._sorted_ids, key))
+        if pos == len(self._sorted_ids) or self._sorted_ids[pos] != key:
             raise KeyError(meme_id)
         row = int(self._by_id[pos])
         return self._fs_names.get(row) or self.paths[row].as_py()
+
+
+def _lean_memory() -> None:
+    """Loading reads large buffers and frees them: make sure freed memory goes back to the system.
+
+    Arrow uses the system allocator (unless ARROW_DEFAULT_MEMORY_POOL chose one): mimalloc kept per-thread arenas
+    of freed read buffers (+60 MB for 100k faces' columns, measured). glibc gets a fixed mmap threshold: its
+    dynamic one rises after the first large free, and later row-group buffers then stayed in the heap (+80 MB
+    peak at 1M faces, measured with scripts/bench_scale.py).
+    """
+    import pyarrow as pa
+
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL") and pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+    global _MALLOC_TUNED
+    if not _MALLOC_TUNED and sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: blocks >= 1 MiB are mmap'd
+        except (OSError, AttributeError):  # not glibc (musl, say): nothing to tune
+            pass
+        _MALLOC_TUNED = True
+
+
+_MALLOC_TUNED = False
 
 
 _HEX = np.full(256, 255, np.uint8)
@@ -186,6 +227,8 @@ def _meme_keys(shas) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(shas, pa.ChunkedArray):
+        return np.concatenate([np.zeros(0, np.uint64)] + [_meme_keys(chunk) for chunk in shas.chunks])
     if len(shas) == 0:
         return np.zeros(0, np.uint64)
     prefix = pc.utf8_slice_codeunits(shas, 0, 16)

@@ -21,15 +21,17 @@ from .errors import IndexTypeUnsupported
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivfsq", "ivfpq")  # what this reader honours; `auto` resolves to one of them
-# Exact search up to this many faces: one-thread flat search costs ~2 ms per 100k 64-d faces on this 2-core box
-# (scripts/bench_scale.py), and an exact index has recall 1 and no training. Above it, an IVF index with 8-bit
-# scalar quantisation: 4x smaller than the float vectors, recall@3 >= 0.95 at a few hundred lists probed.
-AUTO_EXACT_MAX = 100_000
+# Exact search up to this many faces: one-thread flat search of 64-d faces took 0.3 ms at 10k and 12 ms at 100k on
+# this (busy, 2-core) machine (scripts/bench_scale.py); exact has recall 1 and nothing to train. Above it, an IVF
+# index with 8-bit scalar quantisation: 4x smaller than float vectors, ~0.2 ms, recall@3 ~0.97 at the nprobe tuned.
+AUTO_EXACT_MAX = 50_000
+TRAIN_PER_LIST = 50
 IVF_MIN_FACES = 1_000  # below this an IVF index has too few points to train its lists and saves nothing
 SEARCH_PARAMS = ("nprobe", "efSearch")  # index_params keys applied at load time (the rest describe the build)
 RECALL_K = 3
 RECALL_QUERIES = 256  # held-out faces that measure recall@3 against exact search at build time
 TARGET_RECALL = 0.97  # an approximate index probes more until its sampled recall@3 reaches this (or stops rising)
+RECALL_SLACK = 0.01
 SMALL_BATCH = 16  # searches of at most this many vectors run on the calling thread alone
 
 
@@ -87,8 +89,9 @@ def requested_type(facts: dict) -> str:
 
 
 def _nlist(n: int) -> int:
-    """Inverted lists: a power of two near 4 sqrt(n), with at least 39 training points per list (FAISS's floor)."""
-    want = 2 ** round(math.log2(max(4.0 * math.sqrt(n), 1.0)))
+    """Inverted lists: a power of two near sqrt(n) (1024 at a million: ~1k faces a list, so a probe of a few dozen
+    lists is ~0.3 ms), with at least 39 training points per list (FAISS's floor)."""
+    want = 2 ** round(math.log2(max(math.sqrt(n), 1.0)))
     return int(max(1, min(want, 65536, 2 ** int(math.log2(max(n // 39, 1))))))
 
 
@@ -121,8 +124,9 @@ def build_index(vectors: np.ndarray, dim: int, index_type: str = "auto", seed: i
         faiss.downcast_index(index).hnsw.efConstruction = params["efConstruction"]
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        train = vectors if n <= 64 * params["nlist"] else vectors[np.sort(rng.choice(n, 64 * params["nlist"],
-                                                                                     replace=False))]
+        # 50 points a list is plenty for k-means; FAISS would otherwise take up to 256 (minutes on 2 cores).
+        train = vectors if n <= TRAIN_PER_LIST * params["nlist"] else \
+            vectors[np.sort(rng.choice(n, TRAIN_PER_LIST * params["nlist"], replace=False))]
         index.train(train)
     recall, held_out = 1.0, min(RECALL_QUERIES, n // 10) if concrete != "flat" else 0
     if held_out:
@@ -153,18 +157,19 @@ def _tune(index, stored: np.ndarray, queries: np.ndarray, concrete: str) -> tupl
         name, values = "nprobe", [p for p in (2 ** i for i in range(20)) if p < nlist] + [nlist]
         values = [p for p in values if p >= max(1, nlist // 256)]
     space = faiss.ParameterSpace()
-    best, previous = (0.0, values[0]), -1.0
+    measured = []
     for value in values:
         space.set_index_parameter(index, name, value)
         _, found = index.search(queries, RECALL_K)
-        recall = recall_at_k(exact, found)
-        if recall > best[0] + 1e-9:
-            best = (recall, value)
-        if recall >= TARGET_RECALL or (value > values[0] and recall - previous < 0.002):
+        measured.append((recall_at_k(exact, found), value))
+        if measured[-1][0] >= TARGET_RECALL:
             break
-        previous = recall
-    space.set_index_parameter(index, name, best[1])
-    return best[0], {name: int(best[1])}
+    # Past a point more probing buys little (8-bit codes cap recall a little below 1): the cheapest setting within
+    # RECALL_SLACK of the best measured, as long as the target was not reached sooner.
+    best = max(r for r, _ in measured)
+    recall, value = next((r, v) for r, v in measured if r >= min(TARGET_RECALL, best - RECALL_SLACK))
+    space.set_index_parameter(index, name, value)
+    return recall, {name: int(value)}
 
 
 def recall_at_k(exact: np.ndarray, found: np.ndarray) -> float:

@@ -3,11 +3,15 @@
 `Searcher.search`, models loaded and index open).
 
     .venv/bin/python scripts/bench_query.py [--memes ../shared/data/memes] [--limit N] [--index DIR]
+                                            [--synthetic N] [--query PHOTO ...] [--concurrent T]
                                             [--cold-runs 10] [--warm-runs 50] [--queries 5]
 
 Without --index, an index of the first --limit memes (default 150) is built into a temporary folder first (not
-timed). The queries are the first --queries memes in which a face is found. A benchmark, not a test: it prints
-its figures and exits 0.
+timed); with --synthetic N, a synthetic generation of N faces (scripts/bench_scale.py's, through the project's
+writer) stands in for it, so the vector search runs at that size. The queries are the --query photos, else the
+first --queries memes in which a face is found (with --synthetic: matplotlib's grace_hopper.jpg). --concurrent T
+also times T threads searching at once (the server's case: no OpenMP spin may slow them). A benchmark, not a
+test: it prints its figures and exits 0.
 """
 from __future__ import annotations
 
@@ -50,20 +54,36 @@ def main(argv=None) -> int:
     ap.add_argument("--warm-runs", type=int, default=50)
     ap.add_argument("--queries", type=int, default=5, help="distinct query files")
     ap.add_argument("-k", type=int, default=3)
+    ap.add_argument("--synthetic", type=int, metavar="N", help="query a synthetic generation of N faces")
+    ap.add_argument("--query", type=Path, action="append", default=[], help="a query photo (repeatable)")
+    ap.add_argument("--concurrent", type=int, default=0, metavar="T", help="also time T threads searching at once")
     args = ap.parse_args(argv)
 
     from memeindex.errors import MemeIndexError
     from memeindex.search import Searcher
     from memeindex.settings import Settings
 
-    files = meme_files(args.memes)
+    files = list(args.query)
+    if args.synthetic and not files:
+        import matplotlib
+
+        files = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    if not files:
+        files = meme_files(args.memes)
     if not files:
         print(f"no images under {args.memes}", file=sys.stderr)
         return 1
     scratch = Path(tempfile.mkdtemp(prefix="memeindex-bench-query-"))
     try:
         index_dir = args.index
-        if index_dir is None:
+        if index_dir is None and args.synthetic:
+            from bench_scale import write_synthetic
+
+            index_dir = scratch / "index"
+            figures, _, _ = write_synthetic(index_dir, args.synthetic)
+            print(f"wrote a synthetic generation of {args.synthetic} faces ({figures['built']['index_type']}) "
+                  f"in {figures['write_s']:.1f}s (not timed below)")
+        elif index_dir is None:
             from memeindex.indexer import build
 
             root = scratch / "memes"
@@ -99,6 +119,23 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             searcher.search(str(queries[i % len(queries)]), k=args.k)
             warm.append(time.perf_counter() - t0)
+        together = []
+        if args.concurrent:  # vector searches only: FAISS reads are thread-safe, the face models are per thread
+            import threading
+
+            embeddings = [searcher.search(str(q), k=args.k).query_face.embedding for q in queries]
+
+            def worker(n):
+                for i in range(max(1, args.warm_runs)):
+                    t0 = time.perf_counter()
+                    searcher.search_vector(embeddings[(n + i) % len(embeddings)], k=args.k)
+                    together.append(time.perf_counter() - t0)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.concurrent)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         searcher.close()
 
         cmd = cli_command()
@@ -117,6 +154,8 @@ def main(argv=None) -> int:
         print(f"cold CLI  ({' '.join(Path(c).name for c in cmd[:1])} query FILE --index DIR): {percentiles(cold)}"
               + (f"  [{failures} failed]" if failures else ""))
         print(f"warm      (Searcher.search, in-process):       {percentiles(warm)}")
+        if together:
+            print(f"vector search only, {args.concurrent} threads at once:    {percentiles(together)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
