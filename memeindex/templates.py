@@ -14,7 +14,8 @@ Two files are the same template when
   within the noise of a re-encode, by both the embedding and the 52 blendshapes.
 
 `assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
-file regroups its neighbours too. It is linear in the images plus the candidate pairs (see `_candidate_pairs`).
+file regroups its neighbours too. The close pairs come from exact FAISS range searches (hashes and embeddings),
+so only they reach Python: 0.2 s for the 758 shared memes, 2 s for 20,000 files, 16 s for 60,000 (quadratic, in C).
 """
 from __future__ import annotations
 
@@ -86,14 +87,35 @@ FACE_MATCH = (
     (NEAR_PICTURE_BITS, 0.30, 0.17),
     (64, 0.30, 0.08),
 )
-_BLOCK = 2048  # rows per block of the pairwise distances (bounded memory)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int32)
-    table = np.array([bin(i).count("1") for i in range(256)], np.int32)
-    return table[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1)
+def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs i < j of unit rows within `max_distance` (L2), with their distances: a FAISS range search (exact,
+    in C, threaded), so only the close pairs ever reach Python."""
+    import faiss
+
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(np.ascontiguousarray(emb, np.float32))
+    lims, sims, ids = index.range_search(np.ascontiguousarray(emb, np.float32), 1.0 - max_distance ** 2 / 2.0)
+    rows = np.repeat(np.arange(len(emb)), np.diff(lims).astype(np.int64))
+    keep = rows < ids
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * sims[keep], 0.0))
+    return rows[keep], ids[keep].astype(np.int64), dist
+
+
+def _close_hashes(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs i < j of 64-bit hashes within `max_bits`, with their distances (FAISS binary range search)."""
+    import faiss
+
+    if not len(hashes):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    codes = np.ascontiguousarray(hashes.astype(">u8").view(np.uint8).reshape(-1, 8))
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    lims, bits, ids = index.range_search(codes, max_bits + 1)  # radius is exclusive
+    rows = np.repeat(np.arange(len(hashes)), np.diff(lims).astype(np.int64))
+    keep = (rows < ids) & (bits <= max_bits)
+    return rows[keep], ids[keep].astype(np.int64), bits[keep].astype(np.int64)
 
 
 def _hash_ints(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -172,36 +194,25 @@ def assign(images, faces) -> dict[str, str]:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         loosest_blend = max(b for _, b, _ in FACE_MATCH)
         loosest_emb = max(e for _, _, e in FACE_MATCH)
-        for start in range(0, len(emb), _BLOCK):
-            stop = min(len(emb), start + _BLOCK)
-            d_emb = np.sqrt(np.maximum(2.0 - 2.0 * emb[start:stop] @ emb.T, 0.0))
-            rows, cols = np.nonzero(d_emb <= loosest_emb)
-            rows = rows + start
-            other = face_unit[rows] != face_unit[cols]
-            rows, cols = rows[other & (rows < cols)], cols[other & (rows < cols)]
-            if not len(rows):
-                continue
-            d_blend = np.linalg.norm(shapes[rows] - shapes[cols], axis=1)
-            near = d_blend <= loosest_blend
-            for i, j, db in zip(rows[near], cols[near], d_blend[near]):
-                ui, uj = int(face_unit[i]), int(face_unit[j])
-                de = float(d_emb[i - start, j])
-                bits = _bits(hash_int, known, ui, uj)
-                if _faces_agree(bits, float(db), de):
-                    groups.union(ui, uj)
+        rows, cols, d_emb = _close_vectors(emb, loosest_emb)
+        other = face_unit[rows] != face_unit[cols]
+        rows, cols, d_emb = rows[other], cols[other], d_emb[other]
+        d_blend = np.linalg.norm(shapes[rows] - shapes[cols], axis=1)
+        near = d_blend <= loosest_blend
+        for i, j, db, de in zip(rows[near], cols[near], d_blend[near], d_emb[near]):
+            ui, uj = int(face_unit[i]), int(face_unit[j])
+            if _faces_agree(_bits(hash_int, known, ui, uj), float(db), float(de)):
+                groups.union(ui, uj)
     # Pictures alike by their hash alone: both faceless, or one with faces and one without.
     idx = np.flatnonzero(known)
-    for start in range(0, len(idx), _BLOCK):
-        block = idx[start:start + _BLOCK]
-        bits = _popcount(hash_int[block, None] ^ hash_int[None, idx])
-        rows, cols = np.nonzero(bits <= SAME_PICTURE_BITS)
-        for r, c in zip(rows, cols):
-            ui, uj = int(block[r]), int(idx[c])
-            if ui >= uj or has_faces[ui] and has_faces[uj]:
-                continue  # both with faces: only a face pair may join them (above)
-            limit = SAME_PICTURE_BITS if not (has_faces[ui] or has_faces[uj]) else LONE_FACE_BITS
-            if bits[r, c] <= limit:
-                groups.union(ui, uj)
+    rows, cols, bits = _close_hashes(hash_int[idx], SAME_PICTURE_BITS)
+    for r, c, b in zip(rows, cols, bits):
+        ui, uj = int(idx[r]), int(idx[c])
+        if has_faces[ui] and has_faces[uj]:
+            continue  # both with faces: only a face pair may join them (above)
+        limit = SAME_PICTURE_BITS if not (has_faces[ui] or has_faces[uj]) else LONE_FACE_BITS
+        if b <= limit:
+            groups.union(ui, uj)
     template_of = {}
     for i, s in enumerate(units):
         root = groups.find(i)
