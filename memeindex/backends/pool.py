@@ -32,15 +32,16 @@ def main_reimportable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def _worker_main(conn, root: str, settings: Settings, quiet: bool, threads: int) -> None:
+def _worker_main(conn, root: str, settings: Settings, quiet: bool, threads: int, factory) -> None:
     if quiet:
         from ..workers import silence_native_stderr
 
         silence_native_stderr()
     try:
-        from ..workers import Analysis
+        if factory is None:
+            from ..workers import Analysis as factory
 
-        analysis = Analysis(settings, root, num_threads=threads)
+        analysis = factory(settings, root, num_threads=threads)
     except BaseException as exc:  # noqa: BLE001 (reported to the driver, which raises it)
         conn.send(("init_error", exc if isinstance(exc, MemeIndexError) else WorkerFailed(
             f"a worker could not load the models: {type(exc).__name__}: {exc}")))
@@ -60,9 +61,10 @@ def _worker_main(conn, root: str, settings: Settings, quiet: bool, threads: int)
 
 
 class _Worker:
-    def __init__(self, ctx, root: str, settings: Settings, threads: int):
+    def __init__(self, ctx, root: str, settings: Settings, threads: int, factory=None):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, root, settings, True, threads), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, root, settings, True, threads, factory),
+                                   daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -92,8 +94,11 @@ class _Worker:
 
 
 class PoolBackend:
-    def __init__(self, root: Path, settings: Settings, model_id: str, workers: int):
+    def __init__(self, root: Path, settings: Settings, model_id: str, workers: int, analysis_factory=None):
+        """`analysis_factory(settings, root, num_threads=)` makes each worker's analysis (default:
+        memeindex.workers.Analysis; a picklable fake in unit tests)."""
         self.root, self.settings, self.model_id, self.workers = str(root), settings, model_id, workers
+        self._factory = analysis_factory
         from ..workers import detector_version
 
         self.detector = detector_version()
@@ -115,7 +120,7 @@ class PoolBackend:
         from ..workers import inference_threads
 
         self._threads = inference_threads(n)
-        workers = [_Worker(self._ctx, self.root, self.settings, self._threads) for _ in range(n)]
+        workers = [_Worker(self._ctx, self.root, self.settings, self._threads, self._factory) for _ in range(n)]
         deaths_before_ready = 0
         try:
             while pending or any(w.task for w in workers):
@@ -178,7 +183,7 @@ class PoolBackend:
 
     def _respawn(self, pending: deque) -> _Worker | None:
         """A fresh worker in place of a lost one, when there is work left for it."""
-        return _Worker(self._ctx, self.root, self.settings, self._threads) if pending else None
+        return _Worker(self._ctx, self.root, self.settings, self._threads, self._factory) if pending else None
 
     def close(self) -> None:
         pass

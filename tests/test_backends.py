@@ -1,0 +1,76 @@
+"""The supervised process pool with a fake analysis (no model): crashes, hangs and broken start-ups."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from memeindex.backends.pool import PoolBackend
+from memeindex.errors import ModelMissing, WorkerFailed
+from memeindex.generation import FileRef, file_rows
+from memeindex.plan import Task
+from memeindex.settings import Settings
+
+
+class FakeAnalysis:
+    """Does what a file's name says: `crash*` kills its process, `hang*` never returns, others have no face."""
+
+    def __init__(self, settings, root, num_threads=1):
+        self.root = root
+
+    def run(self, task: Task):
+        if task.rel.startswith("crash"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if task.rel.startswith("hang"):
+            time.sleep(600)
+        return file_rows(FileRef(task.rel, task.sha256, task.size, task.mtime_ns), [], model_id="fake",
+                         detector="d")
+
+    def close(self):
+        pass
+
+
+class MissingModel(FakeAnalysis):
+    def __init__(self, settings, root, num_threads=1):
+        raise ModelMissing("face_landmarker.task is missing: run `memeindex models fetch`")
+
+
+class DiesAtStart(FakeAnalysis):
+    def __init__(self, settings, root, num_threads=1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _tasks(*names):
+    return [Task(name, f"{i:064x}", 1, 1) for i, name in enumerate(names)]
+
+
+def _run(factory, names, workers=2, timeout=30.0):
+    pool = PoolBackend("/nowhere", Settings.from_env(file_timeout=timeout), "fake", workers, factory)
+    return {rows.image.path: rows.image for rows in pool.analyze(_tasks(*names))}
+
+
+def test_a_crashing_file_fails_alone_and_the_rest_goes_on():
+    out = _run(FakeAnalysis, ["a", "crash-me", "b", "c", "crash-too", "d"])
+    assert set(out) == {"a", "crash-me", "b", "c", "crash-too", "d"}
+    assert {p for p, r in out.items() if r.status == "failed"} == {"crash-me", "crash-too"}
+    assert "died (signal 9)" in out["crash-me"].reason and out["crash-me"].detector
+
+
+def test_a_hanging_file_is_cut_at_the_time_limit():
+    started = time.monotonic()
+    out = _run(FakeAnalysis, ["a", "hang", "b", "c"], timeout=1.0)
+    assert time.monotonic() - started < 20
+    assert out["hang"].status == "failed" and "per-file limit" in out["hang"].reason
+    assert [out[p].status for p in "abc"] == ["noface"] * 3
+
+
+def test_a_worker_that_cannot_load_its_models_raises_the_typed_error():
+    with pytest.raises(ModelMissing, match="models fetch"):
+        _run(MissingModel, ["a", "b"])
+
+
+def test_workers_dying_at_start_end_the_build_instead_of_looping():
+    with pytest.raises(WorkerFailed, match="keep dying"):
+        _run(DiesAtStart, ["a", "b"], workers=1)
