@@ -1,0 +1,24 @@
+"""scripts/bench_scale.py end to end on a small synthetic generation: its JSON keys and that its figures are sane
+(it writes through the project's writer and loads through the Searcher, so this also checks they agree)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_scale.py"
+
+
+def test_bench_scale_json(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--faces", "3000", "--index-type", "ivfsq", "--queries",
+                           "50", "--json", "--keep", str(tmp_path / "g")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"faces", "index_type", "load_s", "rss_mb", "search_p50_ms", "search_p95_ms", "recall_at_3"} <= set(out)
+    assert out["faces"] == 3000 and out["index_type"] == "ivfsq" and out["factory"].startswith("IVF")
+    assert 0.8 <= out["recall_at_3"] <= 1.0 and out["rss_mb"] >= out["rss_before_load_mb"] > 0
+    assert out["search_p95_ms"] >= out["search_p50_ms"] > 0
+    facts = json.loads(next((tmp_path / "g" / "index").glob("gen-*/index.json")).read_text())
+    assert facts["count"] == 3000 and facts["recall_at_3"] == out["built_recall_at_3"]
