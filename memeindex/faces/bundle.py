@@ -1,5 +1,6 @@
 """The three models of MediaPipe's Face Landmarker bundle (BlazeFace short-range detector, 478-point face mesh,
-blendshapes), loaded from the pinned .task file and run directly on LiteRT."""
+blendshapes), loaded from the pinned .task file, and BlazeFace full-range (its own pinned file), run directly on
+LiteRT."""
 from __future__ import annotations
 
 import zipfile
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 DETECT_SIDE = 128  # BlazeFace short-range input
+FULL_RANGE_SIDE = 192  # BlazeFace full-range input
 MESH_SIDE = 256  # face mesh input
 
 # face_blendshapes_graph.cc: the 146 mesh points the blendshapes model reads, in pixels of the frame.
@@ -39,16 +41,22 @@ class BundleModels:
     FILES = {"detector": "face_detector.tflite", "mesh": "face_landmarks_detector.tflite",
              "shapes": "face_blendshapes.tflite"}
 
-    def __init__(self, task: Path, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, task: Path, num_threads: int = 1, extra: dict[str, Path] | None = None):
+        """The bundle's models from `task`, plus `extra` models {key: .tflite path} (the full-range detector)."""
         self._nets = {}
         with zipfile.ZipFile(task) as bundle:
             for key, name in self.FILES.items():
-                net = Interpreter(model_content=bundle.read(name), num_threads=num_threads)
-                net.allocate_tensors()
-                outs = {tuple(d["shape"]): d["index"] for d in net.get_output_details()}
-                self._nets[key] = (net, net.get_input_details()[0]["index"], outs)
+                self._load(key, bundle.read(name), num_threads)
+        for key, path in (extra or {}).items():
+            self._load(key, Path(path).read_bytes(), num_threads)
+
+    def _load(self, key: str, content: bytes, num_threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        net = Interpreter(model_content=content, num_threads=num_threads)
+        net.allocate_tensors()
+        outs = {tuple(d["shape"]): d["index"] for d in net.get_output_details()}
+        self._nets[key] = (net, net.get_input_details()[0]["index"], outs)
 
     def run(self, key: str, tensor: np.ndarray) -> dict:
         """Outputs of model `key` for `tensor`, keyed by their shapes."""
@@ -63,11 +71,15 @@ class BundleModels:
         self._nets = {}
 
 
-def ssd_anchors() -> np.ndarray:
-    """The 896 anchor centres of BlazeFace short-range (strides 8, 16, 16, 16; 2 anchors a cell), in 0..1."""
+SHORT_RANGE_LAYERS = ((8, 2), (16, 6))  # (stride, anchors a cell): strides 8, 16, 16, 16 with 2 anchors each
+FULL_RANGE_LAYERS = ((4, 1),)  # one 48x48 layer, 1 anchor a cell (face_detection_full_range.pbtxt)
+
+
+def ssd_anchors(side: int = DETECT_SIDE, layers=SHORT_RANGE_LAYERS) -> np.ndarray:
+    """Anchor centres of a BlazeFace model in 0..1: 896 for short-range (128 px), 2304 for full-range (192 px)."""
     rows = []
-    for stride, per_cell in ((8, 2), (16, 6)):
-        n = DETECT_SIDE // stride
+    for stride, per_cell in layers:
+        n = side // stride
         ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
         centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
         rows.append(np.repeat(centres, per_cell, axis=0))

@@ -1,25 +1,30 @@
 """FaceDetector: every face of an RGB frame with its box, detector score, 478 landmarks and 52 blendshapes.
 
 Memes are hard for a detector made for selfies: small faces in multi-panel strips, close-ups where the face fills
-the frame, wide or tall canvases whose faces shrink in the detector's 128x128 letterbox. So the three models of the
-Face Landmarker bundle (BlazeFace short-range detector, 478-point face mesh, blendshapes) run here directly on
-LiteRT, fed with our own crops, instead of through the mediapipe task graph:
+the frame, wide or tall canvases whose faces shrink in the detector's 128x128 letterbox, heads turned away or
+tilted. So the models of the Face Landmarker bundle (BlazeFace short-range detector, 478-point face mesh,
+blendshapes) and BlazeFace full-range (192x192, made for small and distant faces) run here directly on LiteRT, fed
+with our own crops, instead of through the mediapipe task graph:
 
-1. the detector sees the whole frame (one 128x128 run, as the plain Face Landmarker does), and the face mesh
-   confirms its boxes (presence >= 0.5, as the task does);
+1. the short-range detector sees the whole frame (one 128x128 run, as the plain Face Landmarker does), and the
+   face mesh confirms its boxes (presence >= 0.5, as the task does);
 2. only when no face is confirmed do more detector rounds run, cheapest first, each only until one confirms a
    face: the frame padded with grey (close-ups), the panels (squares of the short side along a long frame), the
-   quarters (2x2 squares of 0.6x the short side of a near-square frame). A wide or tall frame also gets its
-   panels after a hit. Weak hints of the full-frame run skip rounds that would find nothing (CLOSE_UP_HINT,
-   SMALL_FACE_HINT); boxes of later rounds need a higher score (SECOND_PASS_SCORE) and are merged (weighted NMS);
+   quarters (2x2 squares of 0.6x the short side of a near-square frame), then the full-range detector on the whole
+   frame and, when it saw a face-like box too small to confirm, on the panels and quarters. Weak hints skip rounds
+   that would find nothing (CLOSE_UP_HINT, SMALL_FACE_HINT, FULL_RANGE_GATE, FULL_TILES_HINT). After a hit, a wide
+   or tall frame still gets its panels, and a strong box the mesh doubted (MORE_SCORE) the full-range run;
 3. the face mesh runs once per box on a 256x256 crop rotated upright by the eye keypoints, as the task graph
-   does (same landmarks within a pixel); a box it does not confirm is dropped, and a face found twice (a tile
-   and the full frame, a face and a part of it) is kept once. The blendshapes model then reads the mesh.
+   does (same landmarks within a pixel). A box is a face when the mesh confirms it, or, for the turned heads and
+   profiles the mesh was not made for, when both detectors see it (_agree: two independent detectors, plus
+   landmarks that lie on the box). A frame still without a face gets its strongest doubted box meshed again on
+   crops turned by +-45 degrees (a tilted head misleads the eye keypoints). A face found twice (a tile and the full
+   frame, the two detectors) is kept once. The blendshapes model then reads the mesh.
 
-Running the models directly costs no second detector run per face (the task graph re-detects inside every crop),
-so the full-frame path is a little cheaper than the plain Face Landmarker, and each extra round is one 128x128
-detector run (~1.3 ms) made with one affine warp from an image pyramid: that is what a faceless meme pays.
-`scripts/measure_detection.py` measures the effect on the shared memes.
+Running the models directly costs no second detector run per face (the task graph re-detects inside every crop).
+Each extra round is one detector run made with one affine warp from an image pyramid (short-range ~1.3 ms,
+full-range ~3x that) plus the mesh on the boxes it finds: that is what a faceless meme pays.
+`scripts/measure_detection.py` measures recall per hand label and false faces on the labelled shared memes.
 """
 from __future__ import annotations
 
@@ -30,17 +35,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import FACE_LANDMARKER, model_path
+from ..models import FACE_DETECTOR_FULL_RANGE, FACE_LANDMARKER, model_path
 from ..settings import Settings
-from .bundle import BLENDSHAPE_INPUT, DETECT_SIDE, MESH_SIDE, BundleModels, sigmoid, ssd_anchors
-from .regions import Pyramid, iou, same_face, tile_levels, weighted_nms
+from .bundle import (BLENDSHAPE_INPUT, DETECT_SIDE, FULL_RANGE_LAYERS, FULL_RANGE_SIDE, MESH_SIDE, BundleModels,
+                     sigmoid, ssd_anchors)
+from .regions import Pyramid, iou, mesh_box, same_face, tile_levels, weighted_nms
 
 log = logging.getLogger(__name__)
 
 # What the index records as "the detector that analysed this file" (index facts and rows). Bump it whenever
 # detect() finds other faces on the same pixels: the next incremental build re-analyses the files an older
 # detector found no face in.
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"  # 2: full-range detector, detector agreement, turned mesh retry
 
 ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
 MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
@@ -54,6 +60,17 @@ CLOSE_UP_HINT = 0.2
 # this: skips ~1/5 of them at no loss on the shared memes.
 SMALL_FACE_HINT = 0.12
 PAD_GREY = 127
+# The thresholds below were chosen on the `tune` and `heldout` rows of scripts/data/meme_labels.csv (the `test` rows
+# were measured once, after): see scripts/measure_detection.py.
+FULL_RANGE_SCORE = 0.5  # BlazeFace full-range boxes scoring at least this go to the mesh
+AGREE_SCORE, AGREE_FULL_SCORE, AGREE_IOU = 0.6, 0.5, 0.3  # see FaceDetector._agree
+# A frame without a face gets the full-range run only when some short-range run scored a box at least this (too weak
+# to count): a frame with nothing face-like anywhere (text, objects) skips it, at no loss on the labelled memes.
+FULL_RANGE_GATE = 0.4
+FULL_TILES_HINT = 0.4  # full-range score of a box it could not confirm that calls its run on the tiles
+MORE_SCORE = 0.65  # after a hit: a doubted short-range box scoring this calls the full-range run (more faces)
+RETURN_SCORE = 0.7  # the turned retry: the strongest doubted box, if it scores at least this, ...
+MESH_TURNS = (45.0, -45.0)  # ... is meshed again on crops turned by these degrees
 
 
 @dataclass
@@ -75,9 +92,13 @@ class FaceDetector:
 
     def __init__(self, settings: Settings | None = None, num_threads: int = 1):
         self.settings = settings or Settings.from_env()
-        self._models = BundleModels(model_path(FACE_LANDMARKER, self.settings.models_dir), num_threads)
-        self._anchors = ssd_anchors()
-        self._hints = (0.0, 0.0)  # (big, small) face-like scores of the last detector run too weak to count
+        models_dir = self.settings.models_dir
+        self._models = BundleModels(model_path(FACE_LANDMARKER, models_dir), num_threads,
+                                    {"full": model_path(FACE_DETECTOR_FULL_RANGE, models_dir)})
+        # detector key -> (input side, anchor centres in input pixels)
+        self._detectors = {"detector": (DETECT_SIDE, ssd_anchors() * DETECT_SIDE),
+                           "full": (FULL_RANGE_SIDE, ssd_anchors(FULL_RANGE_SIDE, FULL_RANGE_LAYERS) * FULL_RANGE_SIDE)}
+        self._hints = (0.0, 0.0, 0.0)  # (big, small, any) face-like scores of the last detector run too weak to count
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -95,37 +116,40 @@ class FaceDetector:
 
     # -- detector passes -------------------------------------------------------------------------------
     def _detect_region(self, pyr: Pyramid, x0: float, y0: float, x1: float, y1: float, value: int = 0,
-                       min_score: float | None = None):
-        """Detections in the frame region (x0, y0, x1, y1), letterboxed into 128x128; it may reach past the
-        frame (the outside is `value` grey). Returns [(box, score, 6x2 keypoints)] in frame pixels."""
+                       min_score: float | None = None, model: str = "detector"):
+        """Detections of `model` (short-range "detector" or "full") in the frame region (x0, y0, x1, y1),
+        letterboxed into its square input; the region may reach past the frame (the outside is `value` grey).
+        Returns [(box, score, 6x2 keypoints)] in frame pixels."""
         import cv2
 
-        f = DETECT_SIDE / max(x1 - x0, y1 - y0)
-        ox = (DETECT_SIDE - f * (x1 - x0)) / 2 - f * x0
-        oy = (DETECT_SIDE - f * (y1 - y0)) / 2 - f * y0
+        side_in, anchors_px = self._detectors[model]
+        f = side_in / max(x1 - x0, y1 - y0)
+        ox = (side_in - f * (x1 - x0)) / 2 - f * x0
+        oy = (side_in - f * (y1 - y0)) / 2 - f * y0
         m = np.array([[f, 0, ox], [0, f, oy]], dtype=np.float64)
-        crop = pyr.warp(m, DETECT_SIDE, cv2.BORDER_CONSTANT, value)
+        crop = pyr.warp(m, side_in, cv2.BORDER_CONSTANT, value)
         tensor = (crop.astype(np.float32) * (2 / 255.0) - 1.0)[None]
-        out = self._run("detector", tensor)
-        reg = out[(1, 896, 16)][0]
-        scores = sigmoid(out[(1, 896, 1)][0, :, 0])
+        out = self._run(model, tensor)
+        n = len(anchors_px)
+        reg = out[(1, n, 16)][0]
+        scores = sigmoid(out[(1, n, 1)][0, :, 0])
         side = np.maximum(reg[:, 2], reg[:, 3])
         big, small = side >= 0.4 * f * min(x1 - x0, y1 - y0), side < 0.25 * f * min(x1 - x0, y1 - y0)
-        self._hints = (float(scores[big].max()) if big.any() else 0.0,  # see CLOSE_UP_HINT, SMALL_FACE_HINT
-                       float(scores[small].max()) if small.any() else 0.0)
+        # see CLOSE_UP_HINT, SMALL_FACE_HINT, FULL_RANGE_HINT
+        self._hints = (float(scores[big].max()) if big.any() else 0.0,
+                       float(scores[small].max()) if small.any() else 0.0, float(scores.max()))
         keep = np.nonzero(scores >= (self.settings.min_face_score if min_score is None else min_score))[0]
         if keep.size == 0:
             return []
         reg = reg[keep]
-        anchors = self._anchors[keep] * DETECT_SIDE
+        anchors = anchors_px[keep]
         cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
         boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
         kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         dets = []
         for box, score, kp in weighted_nms(scores[keep], boxes, kps):
             box = ((box[0] - ox) / f, (box[1] - oy) / f, (box[2] - ox) / f, (box[3] - oy) / f)
-            kp = (kp - (ox, oy)) / f
-            dets.append((box, score, kp))
+            dets.append((box, score, (kp - (ox, oy)) / f))
         return dets
 
     def _rounds(self, w: int, h: int):
@@ -147,32 +171,15 @@ class FaceDetector:
                 out.append((tuple(float(v) for v in box), float(score), kp))
         return out
 
-    def boxes(self, rgb: np.ndarray) -> list[tuple[tuple, float]]:
-        """Detector boxes (x0, y0, x1, y1) and scores of every pass, merged, before the mesh confirms them."""
-        rgb = _as_rgb(rgb)
-        h, w = rgb.shape[:2]
-        if h == 0 or w == 0:
-            return []
-        pyr = Pyramid(rgb)
-        with self._lock:
-            return self._boxes(rgb, pyr, w, h)
-
-    def _boxes(self, rgb, pyr, w, h):
-        dets = self._detect_region(pyr, 0, 0, w, h)
-        if self.settings.second_pass:
-            strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
-            for regions in self._rounds(w, h):
-                for x0, y0, x1, y1, fill in regions:
-                    dets += self._detect_region(pyr, x0, y0, x1, y1, fill, strict)
-        return [(box, score) for box, score, _ in self._clean(dets, w, h)]
-
     # -- mesh and blendshapes --------------------------------------------------------------------------
-    def _describe(self, pyr: Pyramid, box: tuple, score: float, kp: np.ndarray) -> Face | None:
+    def _mesh(self, pyr: Pyramid, box: tuple, kp: np.ndarray, turn: float = 0.0) -> tuple[float, np.ndarray]:
+        """The face mesh on the box's upright crop, turned `turn` radians more: (presence 0..1, 478 x 3
+        landmarks in frame pixels)."""
         import cv2
 
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         # Upright crop: the eye keypoints (0, 1) level, as the task graph's DetectionsToRects does.
-        angle = math.atan2(kp[1, 1] - kp[0, 1], kp[1, 0] - kp[0, 0])
+        angle = math.atan2(kp[1, 1] - kp[0, 1], kp[1, 0] - kp[0, 0]) + turn
         side = ROI_SCALE * max(box[2] - box[0], box[3] - box[1])
         c, s = math.cos(angle), math.sin(angle)
         # crop -> frame: p = centre + side/MESH_SIDE * R(angle) (u - MESH_SIDE/2)
@@ -183,13 +190,13 @@ class FaceDetector:
         crop = pyr.warp(to_crop, MESH_SIDE, cv2.BORDER_REPLICATE)
         out = self._run("mesh", (crop.astype(np.float32) * (1 / 255.0))[None])
         presence = float(sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
-        log.debug("presence %.3f for box %s", presence, box)
-        if presence < MIN_PRESENCE:
-            return None
         mesh = out[(1, 1, 1, 1434)].reshape(478, 3).astype(np.float64)
         pts = np.empty((478, 3), dtype=np.float32)
         pts[:, :2] = mesh[:, :2] @ to_frame[:, :2].T + to_frame[:, 2]
         pts[:, 2] = mesh[:, 2] * k
+        return presence, pts
+
+    def _face(self, box: tuple, score: float, pts: np.ndarray) -> Face:
         shapes = self._run("shapes", pts[BLENDSHAPE_INPUT, :2][None].astype(np.float32))
         return Face(box=box, score=score, landmarks=pts,
                     blendshapes=np.asarray(next(iter(shapes.values())), dtype=np.float32).ravel())
@@ -197,10 +204,8 @@ class FaceDetector:
     def detect(self, rgb: np.ndarray, frame: int = 0) -> list[Face]:
         """Faces of one RGB uint8 frame, largest first, at most settings.max_faces.
 
-        The full frame first (what the plain Face Landmarker sees). Only when the mesh confirms none of its boxes
-        do the next rounds run, cheapest first, each until one confirms a face: the padded frame (close-ups), the
-        panels of a strip (squares of the short side), the quarters (squares of 0.6x the short side). A wide or
-        tall frame also gets its panels after a hit: the letterbox of the full frame shrinks its faces.
+        The full frame first (what the plain Face Landmarker sees); more rounds only where it found nothing or
+        there is evidence of more (the module docstring has the policy).
         """
         rgb = _as_rgb(rgb)
         h, w = rgb.shape[:2]
@@ -216,42 +221,120 @@ class FaceDetector:
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         pyr = Pyramid(rgb)
-        faces: list[Face] = []
-        tried: list[tuple] = []
+        seen = _Seen()
         full = self._detect_region(pyr, 0, 0, w, h)
-        big_hint, small_hint = self._hints
-        self._confirm(pyr, self._clean(full, w, h), faces, tried)
-        if self.settings.second_pass:
-            strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
-            pad, panels, *finer = self._rounds(w, h)
-            if faces:  # then only a wide frame's panels
-                rounds = [panels] if max(w, h) >= WIDE * min(w, h) else []
-            else:
-                rounds = [pad if big_hint >= CLOSE_UP_HINT else [], panels]
-                rounds += finer if small_hint >= SMALL_FACE_HINT else []
-            for regions in rounds:
-                if not regions:
-                    continue
-                dets = []
-                for x0, y0, x1, y1, fill in regions:
-                    dets += self._detect_region(pyr, x0, y0, x1, y1, fill, strict)
-                if self._confirm(pyr, self._clean(dets, w, h), faces, tried):
-                    break
-        return faces
+        big_hint, small_hint, any_hint = self._hints
+        self._confirm(pyr, self._clean(full, w, h), seen, "detector")
+        if not self.settings.second_pass:
+            return seen.faces
+        strict = max(self.settings.min_face_score, SECOND_PASS_SCORE)
+        pad, panels, *finer = self._rounds(w, h)
+        full_range = [(0, 0, w, h, 0, "full")]
+        if seen.faces:  # more only where there is evidence of more: a wide frame, a strong box the mesh doubted
+            rounds = [panels] if max(w, h) >= WIDE * min(w, h) else []
+            rounds += [full_range] if seen.strong_rejects(MORE_SCORE) else []
+        else:
+            rounds = [pad if big_hint >= CLOSE_UP_HINT else [], panels]
+            rounds += finer if small_hint >= SMALL_FACE_HINT else []
+            rounds += [full_range]
+        face_like = any_hint  # the best short-range score anywhere, too weak to count
+        for regions in rounds:
+            if not regions:
+                continue
+            model = regions[0][5] if len(regions[0]) > 5 else "detector"
+            if model == "full" and not seen.faces and face_like < FULL_RANGE_GATE:
+                continue  # nothing face-like anywhere: the full-range detector would find nothing either
+            dets = []
+            for x0, y0, x1, y1, fill, *_ in regions:
+                dets += self._detect_region(pyr, x0, y0, x1, y1, fill,
+                                            FULL_RANGE_SCORE if model == "full" else strict, model=model)
+                if model == "detector":
+                    face_like = max(face_like, self._hints[2])
+            added = self._confirm(pyr, self._clean(dets, w, h), seen, model)
+            if model == "full":
+                added += self._agree(seen)
+                if not seen.faces and len(regions) == 1 and self._hints[2] >= FULL_TILES_HINT:
+                    # a face-like box too small to confirm: the full-range detector again, on the tiles
+                    rounds.append([(*t, 0, "full") for level in tile_levels(w, h) for t in level])
+            if added:
+                break
+        if not seen.faces:
+            self._turned_retry(pyr, seen)
+        return seen.faces
 
-    def _confirm(self, pyr: Pyramid, dets, faces: list[Face], tried: list[tuple]) -> int:
-        """Run the mesh on each new box (largest first) and add the faces it confirms; returns how many."""
+    def _turned_retry(self, pyr: Pyramid, seen: "_Seen") -> int:
+        """Last resort for a frame without a face: the strongest box the mesh doubted, meshed again on crops
+        turned by MESH_TURNS. A tilted head can mislead the detector's eye keypoints, and so the crop's angle."""
+        added = 0
+        strong = sorted((r for r in seen.rejected if r[2] >= RETURN_SCORE), key=lambda r: -r[2])
+        for _, box, score, _, _, kp in strong[:1]:
+            for turn in MESH_TURNS:
+                presence, pts = self._mesh(pyr, box, kp, math.radians(turn))
+                if presence >= MIN_PRESENCE:
+                    added += self._add(seen, box, score, pts)
+                    break
+        return added
+
+    def _confirm(self, pyr: Pyramid, dets, seen: "_Seen", model: str) -> int:
+        """Run the mesh on each new box (largest first) and add the faces it confirms; returns how many.
+        Boxes it does not confirm are kept in `seen` for _agree."""
         added = 0
         for box, score, kp in sorted(dets, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1])):
-            if any(iou(box, t) > 0.5 for t in tried):
-                continue  # this face (or non-face) was looked at already
+            tried = seen.tried.setdefault(model, [])
+            if any(iou(box, t) > 0.5 for t in tried) or any(iou(box, f.box) > 0.3 for f in seen.faces):
+                continue  # this face (or non-face) was looked at already by this detector, or is a face found
             tried.append(box)
-            face = self._describe(pyr, box, score, kp)
-            if face is None or any(same_face(face.landmarks, other.landmarks) for other in faces):
-                continue  # not a face, or one already found (a tile and the full frame, a face and a part of it)
-            faces.append(face)
-            added += 1
+            presence, pts = self._mesh(pyr, box, kp)
+            log.debug("%s box %s score %.2f presence %.3f", model, box, score, presence)
+            if presence < MIN_PRESENCE:
+                seen.rejected.append((model, box, score, presence, pts, kp))
+            elif self._add(seen, box, score, pts):
+                added += 1
         return added
+
+    def _agree(self, seen: "_Seen") -> int:
+        """Faces the mesh doubts but both detectors see: a short-range box scoring >= AGREE_SCORE overlapping a
+        full-range box scoring >= AGREE_FULL_SCORE. Turned heads and profiles look like that (the mesh was made
+        for faces that look at the camera); the non-faces of the labelled memes rarely convince both detectors."""
+        short = [r for r in seen.rejected if r[0] == "detector" and r[2] >= AGREE_SCORE]
+        full = [r for r in seen.rejected if r[0] == "full" and r[2] >= AGREE_FULL_SCORE]
+        added = 0
+        for _, box, score, presence, pts, _ in sorted(short, key=lambda r: -r[2]):
+            other = [r for r in full if iou(box, r[1]) >= AGREE_IOU]
+            if other:
+                best = max([(presence, pts)] + [(r[3], r[4]) for r in other], key=lambda c: c[0])[1]
+                if plausible(best, box):
+                    added += self._add(seen, box, score, best)
+        return added
+
+    def _add(self, seen: "_Seen", box: tuple, score: float, pts: np.ndarray) -> bool:
+        """Describe the face (blendshapes) and add it, unless it is one already found (a tile and the full frame,
+        a face and a part of it, the two detectors)."""
+        if any(same_face(pts, other.landmarks) for other in seen.faces):
+            return False
+        seen.faces.append(self._face(box, score, pts))
+        return True
+
+
+def plausible(pts: np.ndarray, box: tuple) -> bool:
+    """Landmarks that can describe the face in `box`: the mesh lies on the box (its centre inside, its size within
+    half to twice the box's), not collapsed or run off. A profile's mesh passes: narrow, but on the face."""
+    mb = mesh_box(pts)
+    cx, cy = (mb[0] + mb[2]) / 2, (mb[1] + mb[3]) / 2
+    side, mside = max(box[2] - box[0], box[3] - box[1]), max(mb[2] - mb[0], mb[3] - mb[1])
+    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3] and 0.5 * side <= mside <= 2 * side
+
+
+class _Seen:
+    """What one frame's rounds found so far: faces, the boxes each detector tried, the boxes the mesh doubted."""
+
+    def __init__(self):
+        self.faces: list[Face] = []
+        self.tried: dict[str, list[tuple]] = {}
+        self.rejected: list[tuple] = []  # (model, box, detector score, presence, landmarks, keypoints)
+
+    def strong_rejects(self, score: float) -> bool:
+        return any(r[2] >= score for r in self.rejected)
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:
