@@ -302,8 +302,11 @@ def test_no_face_in_the_faceless_labelled_memes(detector):
 
     if not LABELS.is_file() or not SHARED_MEMES.is_dir():
         pytest.skip("labels or ../shared/data absent")
-    with open(LABELS, newline="") as f:  # faceless: no face of any kind (real animals' faces are left out)
-        names = [r["file"] for r in csv.DictReader(f) if r["label"] == "none" and "animal" not in r["notes"] and r["split"] != "test"]
+    # The dev rows (tune + heldout): faceless memes (real animals' faces left out) the thresholds were chosen to keep
+    # faceless, a regression guard. The test rows' false faces are measured by scripts/measure_detection.py.
+    with open(LABELS, newline="") as f:
+        names = [r["file"] for r in csv.DictReader(f)
+                 if r["label"] == "none" and "animal" not in r["notes"] and r["split"] in ("tune", "heldout")]
     assert len(names) >= 30
     with_faces = [n for n in names if detector.detect(shared_meme(n))]
     assert with_faces == []
