@@ -253,8 +253,8 @@ class FaceDetector:
             added = self._confirm(pyr, self._clean(dets, w, h), seen, model)
             if model == "full":
                 added += self._agree(seen)
-                if not seen.faces and len(regions) == 1 and self._hints[2] >= FULL_TILES_HINT:
-                    # a face-like box too small to confirm: the full-range detector again, on the tiles
+                if not seen.faces and regions is full_range and self._hints[2] >= FULL_TILES_HINT:
+                    # a face-like box too small to confirm: the full-range detector again, on the tiles (once)
                     rounds.append([(*t, 0, "full") for level in tile_levels(w, h) for t in level])
             if added:
                 break
