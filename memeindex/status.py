@@ -16,5 +16,7 @@ def index_info(index_dir: Path) -> dict:
             "model_id": facts.get("model_id"), "detector": facts.get("detector", ""), "dim": facts.get("dim"),
             "faces": facts.get("count"), "images": facts.get("images"), "with_faces": statuses.get("faces", 0),
             "no_face": statuses.get("noface", 0), "failed": statuses.get("failed", 0),
+            "index_type": facts.get("index_type", "flat"), "index_factory": (facts.get("index_params") or {}).get(
+                "factory", "Flat"), "recall_at_3": facts.get("recall_at_3", 1.0),
             "schema_version": facts.get("schema_version"), "created": facts.get("created"),
             "building": idx.building()}

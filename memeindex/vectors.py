@@ -138,6 +138,8 @@ def build_index(vectors: np.ndarray, dim: int, index_type: str = "auto", seed: i
         index.add(vectors[n - held_out:])
     elif n:
         index.add(vectors)
+    if concrete != "flat":
+        params["recall_queries"] = held_out  # 0: too few faces to hold any back (a search that small is exhaustive)
     facts = {"index_type": concrete, "index_params": {"factory": factory, **params},
              "recall_at_3": round(float(recall), 4)}
     if index_type != concrete:

@@ -265,6 +265,9 @@ def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder
     assert 0.0 <= facts["recall_at_3"] <= 1.0
     q = json.loads(run("query", grace_path, "--index", index, "--json").stdout)
     assert q["matches"][0]["path"] == "grace.jpg"
+    info = json.loads(run("info", "--index", index, "--json").stdout)
+    assert (info["index_type"], info["index_factory"], info["recall_at_3"]) == ("hnsw", "HNSW32,Flat",
+                                                                               facts["recall_at_3"])
 
     # No file changed, but another index type was asked for: the generation is republished with it.
     generation = IndexDir(index).current()
