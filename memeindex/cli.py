@@ -56,6 +56,17 @@ def main(verbose: int) -> None:
     _setup_logging(verbose)
 
 
+def _check_index_type(ctx, param, value):
+    """A typo in --index-type is a usage error (exit 2), found before the build starts."""
+    if value is None:
+        return None
+    from .vectors import INDEX_TYPES  # only when the option is given: --help stays free of numpy
+
+    if value not in ("auto", *INDEX_TYPES):
+        raise click.BadParameter(f"{value!r} is not one of auto, {', '.join(INDEX_TYPES)}")
+    return value
+
+
 @main.command()
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @INDEX
@@ -66,7 +77,7 @@ def main(verbose: int) -> None:
               help="Where files are analysed: local processes (default), this process, or Ray.")
 @click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",
               help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
-@click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE",
+@click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE", callback=_check_index_type,
               help="FAISS index: auto (default: exact for small collections, ivfsq above), flat (exact), hnsw, "
               "ivfsq or ivfpq (approximate). Recorded in index.json with the recall@3 measured at build time.")
 @JSON

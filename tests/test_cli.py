@@ -256,7 +256,7 @@ def test_build_from_a_script_read_on_stdin_does_not_hang(tmp_path, folder):
 def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder, grace_path):
     index = tmp_path / "index"
     bad = run("build", folder, "--index", index, "--index-type", "diskann")
-    assert bad.exit_code == 4 and "unknown index type 'diskann'" in bad.output and not index.exists()
+    assert bad.exit_code == 2 and "'diskann' is not one of auto, flat" in bad.output and not index.exists()
 
     built = run("build", folder, "--index", index, "--index-type", "hnsw")
     assert built.exit_code == 0, built.output
