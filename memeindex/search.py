@@ -129,9 +129,8 @@ class _Generation:
         by_path = pc.sort_indices(self.paths).to_numpy()
         by_path = by_path[self.usable[by_path]]  # failed files are nobody's variant
         self._members = by_path[np.argsort(self.file_template[by_path], kind="stable")].astype(np.int32)
-        self._member_start = np.concatenate(
-            [[0], np.cumsum(np.bincount(self.file_template[by_path], minlength=int(self.file_template.max(
-                initial=-1)) + 1))]).astype(np.int64)
+        per_template = np.bincount(self.file_template[by_path], minlength=int(self.file_template.max(initial=-1)) + 1)
+        self._member_start = np.concatenate([[0], np.cumsum(per_template)]).astype(np.int64)
         del by_path
         odd = gen.images(["path_bytes"]).column("path_bytes")  # the exact bytes of a name that is not UTF-8
         self._fs_names = {int(i): generation.fs_path(self.paths[int(i)].as_py(), odd[int(i)].as_py())
