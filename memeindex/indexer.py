@@ -126,6 +126,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
                            and vectors.requested_type(previous.facts) == index_type)
         if nothing_changed:  # keep the generation: a re-run does no work, not even a rewrite
             summary.faces = previous.facts.get("count", prev_faces.num_rows)
+            checkpoints.clear()  # leftovers of a killed build whose files are gone: nothing left to resume
         else:
             faces = _assemble(prev_faces, ck_faces, work, analysed, dim)
             summary.faces = faces.num_rows
