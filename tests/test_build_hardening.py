@@ -238,3 +238,17 @@ def test_files_indexed_without_a_phash_gain_one_without_reanalysis(tmp_path, two
     s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
     assert (s["indexed"], s["unchanged"]) == ("0", "2")
     assert IndexDir(index).generation().images().column("phash").to_pylist() == hashes
+
+
+def test_a_build_with_nothing_to_do_clears_stale_checkpoints(tmp_path, two):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    g = IndexDir(index).generation()
+    partial = IndexDir(index).partial
+    partial.mkdir()
+    for kind in ("images", "faces"):  # as a killed build leaves them, for files since deleted
+        (partial / f"{kind}-1-00001.parquet").write_bytes(getattr(g, f"{kind}_path").read_bytes())
+    assert json.loads(run("info", "--index", index, "--json").stdout)["building"] is True
+    assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
+    assert IndexDir(index).generation().folder == g.folder and not list(partial.glob("*.parquet"))
+    assert json.loads(run("info", "--index", index, "--json").stdout)["building"] is False
