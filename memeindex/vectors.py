@@ -130,12 +130,19 @@ def build_index(vectors: np.ndarray, dim: int, index_type: str = "auto", seed: i
         index.train(train)
     recall, held_out = 1.0, min(RECALL_QUERIES, n // 10) if concrete != "flat" else 0
     if held_out:
-        # The last faces are added only after they have measured recall as queries the index has never seen (a
-        # stored face as its own query flatters a graph index); ids stay row positions.
-        index.add(vectors[:n - held_out])
-        recall, search_params = _tune(index, vectors[:n - held_out], vectors[n - held_out:], concrete)
+        # Held-out faces measure recall as queries the index has never seen (a stored face as its own query flatters
+        # a graph index), then join it. Ids stay row positions: an IVF index stores ids, so its sample is random;
+        # a graph numbers faces as they come, so it holds back the last ones (the end of the path order).
+        if concrete.startswith("ivf"):
+            held = np.zeros(n, bool)
+            held[np.random.default_rng(seed + 1).choice(n, held_out, replace=False)] = True
+        else:
+            held = np.arange(n) >= n - held_out
+        rest, sample = np.flatnonzero(~held), np.flatnonzero(held)
+        _add(index, vectors, rest)
+        recall, search_params = _tune(index, vectors, rest, sample, concrete)
         params.update(search_params)
-        index.add(vectors[n - held_out:])
+        _add(index, vectors, sample)
     elif n:
         index.add(vectors)
     if concrete != "flat":
@@ -148,10 +155,20 @@ def build_index(vectors: np.ndarray, dim: int, index_type: str = "auto", seed: i
     return BuiltIndex(index, facts)
 
 
-def _tune(index, stored: np.ndarray, queries: np.ndarray, concrete: str) -> tuple[float, dict]:
-    """Raise nprobe / efSearch until recall@3 on `queries` reaches TARGET_RECALL or stops improving."""
+def _add(index, vectors: np.ndarray, rows: np.ndarray) -> None:
+    """Add vectors[rows] under their row numbers (a graph index takes them in order: rows must continue it)."""
+    if index.ntotal == rows[0] and (np.diff(rows) == 1).all():
+        index.add(vectors[rows[0]:rows[-1] + 1])
+    else:
+        index.add_with_ids(np.ascontiguousarray(vectors[rows]), rows.astype(np.int64))
+
+
+def _tune(index, vectors: np.ndarray, stored: np.ndarray, queries: np.ndarray, concrete: str) -> tuple[float, dict]:
+    """Raise nprobe / efSearch until recall@3 for vectors[queries] among vectors[stored] (rows) reaches
+    TARGET_RECALL or stops improving."""
     faiss = _faiss()
-    _, exact = faiss.knn(queries, stored, RECALL_K)
+    _, nearest = faiss.knn(np.ascontiguousarray(vectors[queries]), np.ascontiguousarray(vectors[stored]), RECALL_K)
+    exact = stored[nearest]
     if concrete == "hnsw":
         name, values = "efSearch", [16, 32, 64, 128, 256, 512]
     else:
@@ -162,7 +179,7 @@ def _tune(index, stored: np.ndarray, queries: np.ndarray, concrete: str) -> tupl
     measured = []
     for value in values:
         space.set_index_parameter(index, name, value)
-        _, found = index.search(queries, RECALL_K)
+        _, found = index.search(np.ascontiguousarray(vectors[queries]), RECALL_K)
         measured.append((recall_at_k(exact, found), value))
         if measured[-1][0] >= TARGET_RECALL:
             break
