@@ -23,15 +23,15 @@ log = logging.getLogger(__name__)
 INDEX_TYPES = ("flat", "hnsw", "ivfsq", "ivfpq")  # what this reader honours; `auto` resolves to one of them
 # Exact search up to this many faces: one-thread flat search of 64-d faces took 0.3 ms at 10k and 12 ms at 100k on
 # this (busy, 2-core) machine (scripts/bench_scale.py); exact has recall 1 and nothing to train. Above it, an IVF
-# index with 8-bit scalar quantisation: 4x smaller than float vectors, ~0.2 ms, recall@3 ~0.97 at the nprobe tuned.
+# index with 8-bit scalar quantisation: 4x smaller than float vectors, ~1 ms at 1M faces, recall@3 ~0.97.
 AUTO_EXACT_MAX = 50_000
-TRAIN_PER_LIST = 50
+TRAIN_PER_LIST = 50  # k-means points per inverted list (FAISS would take up to 256: minutes on 2 cores at 1M)
 IVF_MIN_FACES = 1_000  # below this an IVF index has too few points to train its lists and saves nothing
 SEARCH_PARAMS = ("nprobe", "efSearch")  # index_params keys applied at load time (the rest describe the build)
 RECALL_K = 3
 RECALL_QUERIES = 256  # held-out faces that measure recall@3 against exact search at build time
 TARGET_RECALL = 0.97  # an approximate index probes more until its sampled recall@3 reaches this (or stops rising)
-RECALL_SLACK = 0.01
+RECALL_SLACK = 0.01  # otherwise the cheapest setting within this of the best recall measured
 SMALL_BATCH = 16  # searches of at most this many vectors run on the calling thread alone
 
 
@@ -124,7 +124,6 @@ def build_index(vectors: np.ndarray, dim: int, index_type: str = "auto", seed: i
         faiss.downcast_index(index).hnsw.efConstruction = params["efConstruction"]
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        # 50 points a list is plenty for k-means; FAISS would otherwise take up to 256 (minutes on 2 cores).
         train = vectors if n <= TRAIN_PER_LIST * params["nlist"] else \
             vectors[np.sort(rng.choice(n, TRAIN_PER_LIST * params["nlist"], replace=False))]
         index.train(train)
