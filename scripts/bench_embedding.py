@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Per-face CPU latency: the learned embedder (alignment + TFLite, one face a call) vs the face landmarker.
+"""Per-face CPU latency: each learned embedder (crops + TFLite, one face a call) vs the face landmarker.
 
-    python scripts/bench_embedding.py [--model memeindex/embedders/weights/expression-v1.tflite] [--runs 200]
+    python scripts/bench_embedding.py [--model expression-v2 ...] [--runs 200]
 """
 from __future__ import annotations
 
@@ -63,30 +63,31 @@ def _landmarker_nets(settings):
 
 
 def main(argv=None):
-    from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS
+    from memeindex.embedders.registry import LEARNED_MODELS, get_embedder
     from memeindex.faces import FaceDetector
-    from memeindex.embedders.learned import LearnedEmbedder
     from memeindex.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--model", action="append", default=None,
+                    help="learned model id (repeatable; default: every committed one)")
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    path = args.model or LEARNED_MODELS[DEFAULT_LEARNED].verified_path()
-    embedder = LearnedEmbedder(path)
-    print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB")
+    embedders = [get_embedder(settings, m) for m in (args.model or sorted(LEARNED_MODELS))]
+    for e in embedders:
+        print(f"{e.model_id}: {e.path.name} {e.path.stat().st_size / 1e6:.2f} MB, {e.dim}-d")
     t_land = _time(_landmarker_nets(settings), args.runs)
     with FaceDetector(settings) as det:
         for name, rgb in _photos().items():
             faces = det.detect(rgb)
-            t_embed = _time(lambda: embedder.embed(rgb, faces[:1]), args.runs)
             t_detect = _time(lambda: det.detect(rgb), max(20, args.runs // 4))
-            line = (f"{name}: learned embedding {t_embed:.2f} ms/face (alignment + tflite, batch of one); "
-                    f"FaceDetector.detect {t_detect:.2f} ms for its one face")
-            line += f"; face landmarker alone (mesh + blendshape nets, 1 thread) {t_land:.2f} ms/face"
-            line += f" = {t_land / t_embed:.1f}x the embedding"
-            print(line)
+            print(f"{name}: FaceDetector.detect {t_detect:.2f} ms for its one face; face landmarker alone "
+                  f"(mesh + blendshape nets, 1 thread) {t_land:.2f} ms/face")
+            for e in embedders:
+                t_embed = _time(lambda: e.embed(rgb, faces[:1]), args.runs)
+                print(f"  {e.model_id}: {t_embed:.2f} ms/face (crops + tflite, batch of one) = landmarker / "
+                      f"{t_land / t_embed:.1f}")
+
 
 if __name__ == "__main__":
     main()

@@ -36,18 +36,19 @@ def test_default_is_the_registry_entry_not_the_highest_sorting_name(monkeypatch,
 
 
 def test_tampered_or_missing_weights_are_refused(monkeypatch, tmp_path):
-    v1 = registry.LEARNED_MODELS["expression-v1"]
-    data = bytearray(v1.path.read_bytes())
+    default = registry.LEARNED_MODELS[registry.DEFAULT_LEARNED]
+    data = bytearray(default.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (tmp_path / v1.filename).write_bytes(bytes(data))
+    (tmp_path / default.filename).write_bytes(bytes(data))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(ModelChecksumMismatch):
-        registry.get_embedder(Settings.from_env(), v1.model_id)
-    (tmp_path / v1.filename).unlink()
+    settings = Settings.from_env()
+    for name in (default.model_id, "auto", "learned"):  # a damaged default is refused, never silently replaced
+        with pytest.raises(ModelChecksumMismatch):
+            registry.get_embedder(settings, name)
+    (tmp_path / default.filename).unlink()
     with pytest.raises(ModelMissing):
-        registry.get_embedder(Settings.from_env(), v1.model_id)
-    if registry.DEFAULT_LEARNED == v1.model_id:  # no default file: `auto` falls back to the baseline
-        assert registry.get_embedder(Settings.from_env(), "auto").model_id == "blendshapes-v1"
+        registry.get_embedder(settings, default.model_id)
+    assert registry.get_embedder(settings, "auto").model_id == "blendshapes-v1"  # no file: the baseline
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -63,3 +64,17 @@ def test_blendshape_constants():
     names = list(BLENDSHAPE_NAMES)
     assert names[MIRRORED_BLENDSHAPES[names.index("mouthSmileLeft")]] == "mouthSmileRight"
     assert names[MIRRORED_BLENDSHAPES[names.index("jawOpen")]] == "jawOpen"
+
+
+def test_an_index_of_another_learned_model_is_refused_with_the_rebuild_hint(tmp_path, grace_path):
+    import memeindex
+    from memeindex.errors import IndexMismatch
+    from memeindex.search import Searcher
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(grace_path, images / "grace.jpg")
+    index = tmp_path / "index"
+    memeindex.build(images, index, settings=Settings.from_env(embedder="expression-v1", workers=1), progress=False)
+    with pytest.raises(IndexMismatch, match=r"expression-v1.*rebuild"):
+        Searcher(index, settings=Settings.from_env(embedder="expression-v2"))

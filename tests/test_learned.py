@@ -58,10 +58,11 @@ def test_align_face_crops_the_right_pixels():
 
 
 # -- the real model on real photos ------------------------------------------------------------------------
-def _model_file():
-    from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS
+from memeindex.embedders.registry import DEFAULT_LEARNED, LEARNED_MODELS  # noqa: E402
 
-    return LEARNED_MODELS[DEFAULT_LEARNED].verified_path()
+
+def _model_file(model_id: str = DEFAULT_LEARNED):
+    return LEARNED_MODELS[model_id].verified_path()
 
 
 def _photo(name):
@@ -77,15 +78,23 @@ def _photo(name):
 
 
 @pytest.fixture(scope="module")
-def kit():
+def detector():
     from memeindex.faces import FaceDetector
-    from memeindex.embedders.learned import LearnedEmbedder
     from memeindex.settings import Settings
 
-    path = _model_file()
-    detector = FaceDetector(Settings.from_env())
-    yield detector, LearnedEmbedder(path, model_id=path.stem)
-    detector.close()
+    with FaceDetector(Settings.from_env()) as det:
+        yield det
+
+
+@pytest.fixture(scope="module", params=sorted(LEARNED_MODELS))
+def kit(request, detector):
+    """(detector, embedder) for every committed learned model."""
+    from memeindex.embedders.registry import get_embedder
+    from memeindex.settings import Settings
+
+    embedder = get_embedder(Settings.from_env(), request.param)
+    yield detector, embedder
+    embedder.close()
 
 
 def _embed(kit, rgb):
@@ -97,10 +106,10 @@ def _embed(kit, rgb):
 
 def test_model_identity_and_shape(kit):
     _, embedder = kit
-    assert embedder.model_id == _model_file().stem
+    assert embedder.model_id == _model_file(embedder.model_id).stem
     assert embedder.model_id.startswith("expression-")
-    assert embedder.dim == 64
-    assert _model_file().stat().st_size < 2_000_000
+    assert 64 <= embedder.dim <= 128
+    assert _model_file(embedder.model_id).stat().st_size < 2_000_000
 
 
 def test_embeddings_are_unit_vectors_batched_like_singly(kit):
@@ -110,11 +119,11 @@ def test_embeddings_are_unit_vectors_batched_like_singly(kit):
     faces = detector.detect(rgb)
     assert len(faces) == 2
     both = embedder.embed(rgb, faces)
-    assert both.shape == (2, 64) and both.dtype == np.float32
+    assert both.shape == (2, embedder.dim) and both.dtype == np.float32
     assert np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     one = np.stack([embedder.embed(rgb, [f])[0] for f in faces])
     assert np.allclose(both, one, atol=1e-5)
-    assert embedder.embed(rgb, []).shape == (0, 64)
+    assert embedder.embed(rgb, []).shape == (0, embedder.dim)
 
 
 def test_same_face_flipped_or_rescaled_stays_closer_than_another_expression(kit):
@@ -139,15 +148,35 @@ def test_face_inputs_match_what_the_model_sees(kit):
     faces = detector.detect(rgb)
     crops, shapes = face_inputs(rgb, faces[:1])
     assert crops.shape == (1, CROP, CROP) and shapes.shape == (1, 52)
-    assert np.allclose(embedder.embed_inputs(crops, shapes), embedder.embed(rgb, faces[:1]))
+    colors = embedder.color_inputs(rgb, faces[:1])
+    assert colors is None or colors.shape == (1, 112, 112, 3)
+    assert np.allclose(embedder.embed_inputs(crops, shapes, colors), embedder.embed(rgb, faces[:1]))
 
 
-def test_auto_embedder_is_the_learned_model():
+def test_auto_embedder_is_the_default_learned_model():
     from memeindex.embedders import get_embedder
     from memeindex.settings import Settings
 
-    path = _model_file()
     settings = Settings.from_env()
-    assert get_embedder(settings, "auto").model_id == path.stem
-    assert get_embedder(settings, path.stem).model_id == path.stem
+    assert get_embedder(settings, "auto").model_id == DEFAULT_LEARNED
+    assert get_embedder(settings, "learned").model_id == DEFAULT_LEARNED
+    for model_id in LEARNED_MODELS:
+        assert get_embedder(settings, model_id).model_id == model_id
     assert get_embedder(settings, "baseline").model_id == "blendshapes-v1"
+
+
+def test_color_crops_frame_the_detector_box():
+    from memeindex.embedders.learned import COLOR_CROPS, FACE_SIDE, box_matrix
+
+    box = (40.0, 30.0, 140.0, 150.0)  # 100 x 120 px
+    m = box_matrix(box, FACE_SIDE, 0.0)
+    assert np.allclose(apply(m, box[:2]), (0, 0), atol=1e-4)
+    assert np.allclose(apply(m, box[2:]), (FACE_SIDE, FACE_SIDE), atol=1e-4)
+    m10 = box_matrix(box, FACE_SIDE, 0.10)  # widened by 10 % per side: the box spans 1/1.2 of the crop, centred
+    assert np.allclose(apply(m10, box[:2]), (FACE_SIDE * 0.1 / 1.2,) * 2, atol=1e-4)
+    gray = np.zeros((200, 200), np.uint8)
+    gray[30:150, 40:140] = 200  # the box itself is bright, the frame around it dark
+    crop = COLOR_CROPS["box"](gray, box, None)
+    assert crop.shape == (FACE_SIDE, FACE_SIDE, 3) and crop.dtype == np.uint8
+    assert crop[2:-2, 2:-2].min() > 150
+    assert COLOR_CROPS["box10"](gray, box, None)[1, 1].max() < 50

@@ -29,6 +29,7 @@ class LearnedModel:
     filename: str
     sha256: str
     size: int
+    color_crop: str | None = None  # the colour crop its pretrained branch sees (learned.COLOR_CROPS), if any
 
     @property
     def path(self) -> Path:
@@ -54,8 +55,12 @@ class LearnedModel:
 LEARNED_MODELS = {m.model_id: m for m in (
     LearnedModel("expression-v1", "expression-v1.tflite",
                  "ab3f712d11c7c975bc6cb502995dda98e6d541e2783289248b269eee4c9a2029", 719_184),
+    LearnedModel("expression-v2", "expression-v2.tflite",
+                 "08b035340f9eaadc1a9bbfe8123e4efdcf511f5e6e2de7b1ffba0c77bb197e74", 1_448_500, color_crop="aligned"),
 )}
-DEFAULT_LEARNED = "expression-v1"  # what `auto` (when present) and `learned` resolve to
+# What `auto` (when present) and `learned` resolve to. expression-v2 is committed and selectable by name, but stays
+# off the default until templates.FACE_MATCH's embedding distances (tuned on v1's scale) have values for it.
+DEFAULT_LEARNED = "expression-v1"
 ALIASES = {"baseline": BlendshapeEmbedder.model_id, "learned": DEFAULT_LEARNED}
 
 
@@ -63,7 +68,7 @@ def _learned_factory(model: LearnedModel) -> Callable[[Settings], ExpressionEmbe
     def make(settings: Settings) -> ExpressionEmbedder:
         from .learned import LearnedEmbedder  # litert is heavy: load only when asked
 
-        return LearnedEmbedder(model.verified_path(), model_id=model.model_id)
+        return LearnedEmbedder(model.verified_path(), model_id=model.model_id, color_crop=model.color_crop)
 
     return make
 

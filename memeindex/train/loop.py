@@ -1,0 +1,453 @@
+"""The recipes. `train_v2(config)`: expression-v2, composed from expression-v1 and face-api.js's FaceExpressionNet
+with a read-out fitted on unlabelled faces and choices selected on a seeded split of FER-2013 Training.
+
+Nothing here looks at fer2013-publictest, muxspace or ckplus48: they are `memeindex eval`'s, at the end.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import augment as A
+from . import data as D
+from . import export as E
+from . import model as M
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class V2Config:
+    data: Path = ROOT.parent / "shared" / "data"
+    faceapi: Path = ROOT.parent / "shared" / "models" / "face-api-expression"
+    cache: Path = ROOT / ".cache" / "train"
+    out_dir: Path = ROOT / "memeindex" / "embedders" / "weights"
+    version: str = "v2"
+    seed: int = 0
+    n_val: int = 3000  # FER-2013 Training images held out for selection (by image: FER has no subjects)
+    n_fit: int = 9000  # further FER-2013 Training images: unlabelled faces for the read-out (with the memes' faces)
+    workers: int = 2
+    threads: int = 2
+    crops: tuple = ("box10", "box", "aligned")  # colour crops tried for the pretrained branch
+    flips: tuple = (False, True)  # the pretrained branch alone, or averaged with the mirrored face
+    probs_weights: tuple = (0.0, 0.5, 1.0)  # weight of face-api's class probabilities (square roots) block
+    feature_weight: float = 1.0  # face-api's feature block against v1's (both unit length): fixed, not selected
+    dims: tuple = (64, 128)
+    dim_margin: float = 0.005  # a larger read-out must beat a smaller one by this much (P@3 + triplet) to be kept
+
+
+@dataclass
+class Result:
+    path: Path
+    summary_path: Path
+    summary: dict = field(default_factory=dict)
+
+
+def _selection_score(emb, labels, triplets) -> dict:
+    from ..evaluate import retrieval_metrics, triplet_accuracy
+
+    r = retrieval_metrics(emb, labels, [""] * len(emb))
+    t = triplet_accuracy(emb, *triplets)
+    return {"P@1": r["P@1"], "P@3": r["P@3"], "mAP": r["mAP"], "triplet": t, "score": r["P@3"] + (t or 0.0)}
+
+
+def _l2(x):
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class FaceApiRunner:
+    """face-api.js's network as a float32 LiteRT model (converted once from the Keras port): (feature, logits)."""
+
+    def __init__(self, keras_model, threads: int):
+        import tempfile
+
+        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        with tempfile.TemporaryDirectory() as tmp:
+            keras_model.export(tmp, format="tf_saved_model", verbose=False)
+            blob = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+        self.it = Interpreter(model_content=blob, num_threads=threads)
+        self.inp = self.it.get_input_details()[0]
+        outs = self.it.get_output_details()
+        self.feat = next(o for o in outs if o["shape"][-1] == 256)
+        self.logits = next(o for o in outs if o["shape"][-1] == 7)
+
+    def __call__(self, rgb112: np.ndarray, batch: int = 64):
+        feats, logits = [], []
+        for i in range(0, len(rgb112), batch):
+            x = np.asarray(rgb112[i:i + batch], np.float32)
+            self.it.resize_tensor_input(self.inp["index"], list(x.shape))
+            self.it.allocate_tensors()
+            self.it.set_tensor(self.inp["index"], x)
+            self.it.invoke()
+            feats.append(np.array(self.it.get_tensor(self.feat["index"])))
+            logits.append(np.array(self.it.get_tensor(self.logits["index"])))
+        return np.concatenate(feats), np.concatenate(logits)
+
+
+def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1) -> dict:
+    """Per face: v1's embedding, face-api's feature and logits (of the crop and of its mirror image)."""
+    from ..embedders.learned import COLOR_CROPS
+
+    rgb = D.color_crops(faces, COLOR_CROPS[crop_name])
+    feat, logits = runner(rgb)
+    feat_m, logits_m = runner(rgb[:, :, ::-1])
+    return {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
+            "feat_m": feat_m, "logits_m": logits_m}
+
+
+def join(br: dict, flip: bool, probs_weight: float, feature_weight: float) -> np.ndarray:
+    """The blocks v2 joins before its read-out (what model.v2_net computes, in numpy)."""
+    feat = (br["feat"] + br["feat_m"]) / 2 if flip else br["feat"]
+    logits = (br["logits"] + br["logits_m"]) / 2 if flip else br["logits"]
+    blocks = [br["v1"], feature_weight * _l2(feat)]
+    if probs_weight > 0:
+        blocks.append(probs_weight * np.sqrt(_softmax(logits) + 1e-12))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, basis [d, dim], share of variance kept) of a centred PCA (float64 SVD)."""
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd((x - mean).astype(np.float64), full_matrices=False)
+    var = s ** 2
+    return mean.astype(np.float32), vt[:dim].T.astype(np.float32), float(var[:dim].sum() / var.sum())
+
+
+def train_v2(config: V2Config) -> Result:
+    import tensorflow as tf
+
+    from ..embedders.learned import LearnedEmbedder
+    from ..embedders.registry import LEARNED_MODELS
+    from ..evaluate import sample_triplets
+    from . import export, model
+
+    t0 = time.time()
+    tf.keras.utils.set_random_seed(config.seed)
+    tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    expressions = config.data / "expressions"
+
+    # 1. faces: a seeded validation split of FER-2013 Training; unlabelled faces = more of Training + the memes
+    split = D.fer_training_split(expressions, config.seed, config.n_val, config.n_fit)
+    fer_dir = expressions / "fer2013"
+    val = D.extract("fer-val", [fer_dir / r["path"] for r in split.val], config.cache, config.workers)
+    fit = D.extract("fer-fit", [fer_dir / r["path"] for r in split.fit], config.cache, config.workers)
+    memes = D.extract("memes", D.meme_files(config.data / "memes"), config.cache, config.workers, all_faces=True)
+    val_votes = D.votes_of([split.val[i] for i in val["image"]])
+    val_labels = D.majority(val_votes)
+    triplets = sample_triplets(val_votes, [""] * len(val_labels))
+    log.info("faces: validation %d of %d, fit %d of %d, memes %d", len(val["image"]), config.n_val,
+             len(fit["image"]), config.n_fit, len(memes["image"]))
+
+    # 2. the frozen branches
+    v1_model = LEARNED_MODELS["expression-v1"]
+    v1 = LearnedEmbedder(v1_model.verified_path(), model_id=v1_model.model_id, num_threads=config.threads)
+    v1_weights = model.read_v1_tflite(v1_model.path)
+    fa_weights = model.read_faceapi_weights(config.faceapi)
+    fa_keras = model.faceapi_net(fa_weights)
+    runner = FaceApiRunner(fa_keras, config.threads)
+
+    # 3. selection on the validation split. The pretrained branch's choices are judged on that branch alone:
+    # v1 was fitted on all of FER Training, so its figures on this split are optimistic and would tilt any
+    # choice that weighs it against the pretrained branch.
+    trials = []
+    branches = {}
+    for crop in config.crops:
+        branches[crop] = _branches(val, runner, crop, v1)
+        for flip in config.flips:
+            feat = (branches[crop]["feat"] + branches[crop]["feat_m"]) / 2 if flip else branches[crop]["feat"]
+            fig = _selection_score(_l2(feat), val_labels, triplets)
+            trials.append({"stage": "pretrained branch", "crop": crop, "flip": flip, **fig})
+            log.info("select %s", trials[-1])
+    best = max((t for t in trials if t["stage"] == "pretrained branch"), key=lambda t: t["score"])
+    crop, flip = best["crop"], best["flip"]
+    for w in config.probs_weights:
+        br = dict(branches[crop], v1=np.zeros((len(val_labels), 0), np.float32))
+        fig = _selection_score(_l2(join(br, flip, w, 1.0)), val_labels, triplets)
+        trials.append({"stage": "probabilities block", "probs_weight": w, **fig})
+        log.info("select %s", trials[-1])
+    probs_weight = max((t for t in trials if t["stage"] == "probabilities block"),
+                       key=lambda t: t["score"])["probs_weight"]
+    del branches
+
+    # 4. the read-out: a centred PCA of the join on unlabelled faces (labels unused), its size chosen on the split
+    unlabelled = np.concatenate([join(_branches(f, runner, crop, v1), flip, probs_weight, config.feature_weight)
+                                 for f in (fit, memes)])
+    val_join = join(_branches(val, runner, crop, v1), flip, probs_weight, config.feature_weight)
+    readouts = {}
+    for dim in config.dims:
+        mean, basis, kept = pca(unlabelled, dim)
+        fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
+        trials.append({"stage": "read-out", "dim": dim, "variance_kept": kept, **fig})
+        readouts[dim] = (mean, basis)
+        log.info("select %s", trials[-1])
+    fig = _selection_score(_l2(val_join), val_labels, triplets)
+    trials.append({"stage": "read-out", "dim": "none (the join itself)", **fig})
+    # the smallest size unless a larger one is clearly better (index memory and query time grow with it)
+    sized = sorted((t for t in trials if t["stage"] == "read-out" and isinstance(t["dim"], int)),
+                   key=lambda t: t["dim"])
+    dim = sized[0]["dim"]
+    for t in sized[1:]:
+        if t["score"] > next(u for u in sized if u["dim"] == dim)["score"] + config.dim_margin:
+            dim = t["dim"]
+    mean, basis = readouts[dim]
+    readout = {"flip": flip, "probs_weight": probs_weight, "feature_weight": config.feature_weight,
+               "mean": mean, "basis": basis}
+
+    # 5. one Keras model, exported; LiteRT must agree with Keras and with the numpy read-out it was chosen by
+    net = model.v2_net(v1_weights, fa_weights, readout)
+    path = config.out_dir / f"expression-{config.version}.tflite"
+    export.export_tflite(net, path)
+    from ..embedders.learned import COLOR_CROPS
+
+    probe = {k: v[:96] for k, v in val.items() if isinstance(v, np.ndarray) and len(v) == len(val["image"])}
+    probe["paths"] = val["paths"]
+    colors = D.color_crops(probe, COLOR_CROPS[crop])
+    keras_out = net.predict([probe["gray48"][..., None].astype(np.float32), probe["shapes"],
+                             colors.astype(np.float32)], verbose=0)
+    lite = LearnedEmbedder(path, model_id=f"expression-{config.version}", color_crop=crop)
+    lite_out = lite.embed_inputs(probe["gray48"], probe["shapes"], colors)
+    parity = export.assert_parity(keras_out, lite_out)
+    numpy_out = _l2((val_join[:96] - mean) @ basis)
+    export.assert_parity(numpy_out, keras_out, 1e-3, 0.9999)  # the model computes what was selected
+    chosen = next(t for t in trials if t["stage"] == "read-out" and t["dim"] == dim)
+    summary = {
+        "model_id": f"expression-{config.version}", "dim": dim, "color_crop": crop, "flip_average": flip,
+        "probs_weight": probs_weight, "feature_weight": config.feature_weight,
+        "validation": {k: chosen[k] for k in ("P@1", "P@3", "mAP", "triplet")}, "trials": trials,
+        "litert_vs_keras_max_abs": parity, "faces": {"validation": int(len(val_labels)), "fit": int(len(fit["image"])),
+                                                     "memes": int(len(memes["image"]))},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "data": {"fer2013_index_sha256": D.file_sha256(fer_dir / "index.csv"),
+                 "faceapi_shard_sha256": model.FACEAPI_SHARD_SHA256, "expression_v1_sha256": v1_model.sha256,
+                 "caches": {k: Path(v["file"]).name for k, v in (("val", val), ("fit", fit), ("memes", memes))},
+                 "detector": D.detector_version(), "crop_code": D.CROP_CODE_VERSION},
+        "environment": export.environment(), "minutes": round((time.time() - t0) / 60, 1),
+    }
+    summary_path = export.write_summary(path, summary)
+    return Result(path=path, summary_path=summary_path, summary=summary)
+
+
+# -- the expression-v1 recipe (kept so the committed v1 stays reproducible: `--version v1`) ---------------
+def embed_cached(model, crops48, shapes, batch=512):
+    out = [model([crops48[i:i + batch, ..., None].astype(np.float32), shapes[i:i + batch]], training=False).numpy()
+           for i in range(0, len(crops48), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 64), np.float32)
+
+
+def val_figures(model, val, mux):
+    from ..evaluate import identity_metrics, retrieval_metrics, triplet_accuracy
+
+    e = embed_cached(model, val["crop48"], val["shapes"])
+    r = retrieval_metrics(e, val["label"], [""] * len(e))
+    out = {"pt_P@1": r["P@1"], "pt_P@3": r["P@3"], "pt_mAP": r["mAP"],
+           "pt_triplet": triplet_accuracy(e, *val["triplets"])}
+    if mux is not None:
+        em = embed_cached(model, mux["crop48"], mux["shapes"])
+        rm = retrieval_metrics(em, mux["label"], mux["subject"])
+        ident = identity_metrics(em, mux["label"], mux["subject"]) or {}
+        out.update({"mux_P@1": rm["P@1"], "mux_P@3": rm["P@3"], "mux_mAP": rm["mAP"],
+                    "mux_identity": ident.get("identity")})
+    return out
+
+
+def train_v1(argv: list[str]) -> None:
+    """The expression-v1 recipe (see models/README.md), its options parsed from argv."""
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(description="train expression-v1 (the CNN from scratch)")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "expressions")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "train")
+    ap.add_argument("--version", default="v1")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "memeindex" / "embedders" / "weights")
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--stage2-epochs", type=int, default=14,
+                    help="then a second cosine cycle of this many epochs from the first one's weights (0 = none)")
+    ap.add_argument("--stage2-lr", type=float, default=1e-3)
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this many minutes of training (0 = none)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--supcon", type=float, default=0.5, help="weight of the supervised-contrastive term")
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N faces only (smoke test)")
+    ap.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
+                    help="start from these Keras weights (a second cosine cycle) instead of from scratch")
+    ap.add_argument("--export-only", type=Path, default=None, metavar="WEIGHTS",
+                    help="skip training: load these Keras weights, choose the read-out, export")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    D.extract_v1_caches(args.data, args.cache, args.workers)
+    if args.stage2_epochs > 0 and not args.init and not args.export_only:
+        # the v1 recipe: stage 1 from scratch (its export goes to the cache), stage 2 continues from its weights
+        argv = list(argv)
+        train_v1(argv + ["--stage2-epochs", "0", "--out-dir", str(args.cache / "stage1")])
+        train_v1(argv + ["--stage2-epochs", "0", "--epochs", str(args.stage2_epochs), "--lr", str(args.stage2_lr),
+                     "--init", str(args.cache / f"expression-{args.version}.base.weights.h5")])
+        return
+
+    import tensorflow as tf
+
+    from ..evaluate import sample_triplets
+
+    tf.keras.utils.set_random_seed(args.seed)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    rng = np.random.default_rng(args.seed)
+
+    fer = D.load_fer(args.data, args.cache)
+    vote_sum = fer["votes"].sum(1)
+    usable = fer["found"] & (vote_sum > 0) & (fer["not_face"] < 5)
+    tr = np.flatnonzero(usable & (fer["usage"] == "Training"))
+    if args.limit:
+        tr = tr[: args.limit]
+    va = np.flatnonzero(fer["found"] & (fer["usage"] == "PublicTest") & (fer["pt_label"] != ""))
+    soft = fer["votes"] / np.maximum(vote_sum[:, None], 1)
+    hard = np.argmax(fer["votes"] + rng.random(fer["votes"].shape) * 1e-3, axis=1)  # majority, ties seeded
+    pt_votes = fer["votes"][va]
+    val = {"crop48": A.center_crop(fer["crop"][va]), "shapes": fer["shapes"][va], "label": fer["pt_label"][va],
+           "triplets": sample_triplets(pt_votes, [""] * len(va))}
+    mux = None
+    if (args.cache / "muxspace.npz").exists():
+        mux = D.load_mux(args.data, args.cache)
+        mux["crop48"] = A.center_crop(mux["crop"])
+    log.info(f"train faces {len(tr)} of {int((fer['usage'] == 'Training').sum())} Training images "
+          f"(detector found {fer['found'][fer['usage'] == 'Training'].mean():.3f}); "
+          f"val faces {len(va)}; muxspace faces {0 if mux is None else len(mux['label'])}")
+
+    model = M.build_model(width=args.width)
+    if args.export_only:
+        M.load_weights(model, args.export_only)
+        old = args.cache / f"train-{args.version}.json"
+        prev = json.loads(old.read_text()) if old.exists() else {}
+        finish(model, args, fer, tr, val, mux, prev.get("history", []), prev.get("selected_epoch"), time.time(), hard)
+        return
+    head = M.CosineHead(64, len(D.FERPLUS), seed=args.seed)
+    if args.init:
+        M.load_weights(model, args.init)
+        # the class centres restart at the Training class means of the loaded embedding
+        e0 = embed_cached(model, A.center_crop(fer["crop"][tr]), fer["shapes"][tr])
+        cent = np.stack([e0[hard[tr] == c].mean(0) for c in range(len(D.FERPLUS))]).T
+        head.w.assign((cent / np.linalg.norm(cent, axis=0, keepdims=True)).astype(np.float32))
+        log.info(f"initialised from {args.init}")
+    steps_per_epoch = len(tr) // args.batch
+    total = steps_per_epoch * args.epochs
+    sched = tf.keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=total, warmup_target=None,
+                                                      alpha=0.02)
+    opt = tf.keras.optimizers.AdamW(learning_rate=sched, weight_decay=1e-4)
+    variables = model.trainable_variables + [head.w]
+    log.info(f"model params {model.count_params():,}; {steps_per_epoch} steps/epoch")
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, b, y_soft, y_hard):
+        with tf.GradientTape() as tape:
+            e = model([x, b], training=True)
+            logits = head(e)
+            kl = tf.reduce_mean(tf.reduce_sum(
+                y_soft * (tf.math.log(y_soft + 1e-8) - tf.nn.log_softmax(logits)), axis=1))
+            sc = M.supcon_loss(e, y_hard)
+            loss = kl + args.supcon * sc
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y_hard), tf.float32))
+        return kl, sc, acc
+
+    best, best_score, history = None, -1.0, []
+    t_start = time.time()
+    for epoch in range(args.epochs):
+        t0 = time.time()
+        order = rng.permutation(tr)
+        crops, shapes = A.augment(fer["crop"][order], fer["shapes"][order], rng)
+        t_aug = time.time() - t0
+        sums = np.zeros(3)
+        for s in range(steps_per_epoch):
+            idx = slice(s * args.batch, (s + 1) * args.batch)
+            kl, sc, acc = train_step(crops[idx, ..., None].astype(np.float32), shapes[idx],
+                                     soft[order[idx]].astype(np.float32), hard[order[idx]].astype(np.int32))
+            sums += [float(kl), float(sc), float(acc)]
+        figs = val_figures(model, val, mux)
+        sel = figs["pt_P@3"] + figs["pt_triplet"]  # selection uses PublicTest only
+        rec = {"epoch": epoch + 1, "kl": sums[0] / steps_per_epoch, "supcon": sums[1] / steps_per_epoch,
+               "train_acc": sums[2] / steps_per_epoch, **{k: round(v, 4) for k, v in figs.items() if v is not None},
+               "sec": round(time.time() - t0, 1), "aug_sec": round(t_aug, 1)}
+        history.append(rec)
+        log.info(json.dumps(rec))
+        if sel > best_score:
+            best_score, best = sel, [v.numpy() for v in model.weights]
+            best_epoch = epoch + 1
+        if args.minutes and (time.time() - t_start) / 60 * (epoch + 2) / (epoch + 1) > args.minutes:
+            log.info(f"time budget reached after epoch {epoch + 1}")
+            break
+    for v, w in zip(model.weights, best):
+        v.assign(w)
+    model.save_weights(args.cache / f"expression-{args.version}.base.weights.h5")
+    finish(model, args, fer, tr, val, mux, history, best_epoch, t_start, hard)
+
+
+def finish(model, args, fer, tr, val, mux, history, best_epoch, t_start, hard):  # noqa: PLR0913
+    """Choose the read-out on PublicTest, export the TFLite file, check it against Keras, write the summary.
+
+    Read-outs tried: the embedding as trained; averaged with the mirrored face; and each of those projected
+    toward the span of the eight expression centres (the class means of the Training embeddings): the part of
+    the embedding orthogonal to every expression centre carries what is not expression (identity, pose,
+    lighting), so it is shrunk by a factor lam (0 = dropped), then the vector is renormalised.
+    """
+    import hashlib
+    import json
+
+    import tensorflow as tf
+
+    e_tr = embed_cached(model, A.center_crop(fer["crop"][tr]), fer["shapes"][tr])
+    y_tr = hard[tr]
+    means = np.stack([e_tr[y_tr == c].mean(0) for c in range(len(D.FERPLUS)) if (y_tr == c).sum() >= 20])
+    basis, _ = np.linalg.qr(means.T)
+    span = basis @ basis.T
+    candidates = {}
+    for flip in (False, True):
+        base = M.with_flip_average(model) if flip else model
+        for lam in (1.0, 0.5, 0.25, 0.0):
+            m = base if lam == 1.0 else M.with_projection(base, span + lam * (np.eye(len(span)) - span))
+            figs = val_figures(m, val, mux)
+            key = f"flip={flip} lam={lam}"
+            candidates[key] = (figs, m, flip, lam)
+            log.info("read-out %s %s", key, json.dumps({k: round(v, 4) for k, v in figs.items() if v is not None}))
+    key = max(candidates, key=lambda k: candidates[k][0]["pt_P@3"] + candidates[k][0]["pt_triplet"])
+    final, model, use_flip, lam = candidates[key]
+    log.info("chosen read-out %s", key)
+
+    path = args.out_dir / f"expression-{args.version}.tflite"
+    E.export_tflite(model, path)
+    from ..embedders.learned import LearnedEmbedder
+
+    lite = LearnedEmbedder(path).embed_inputs(val["crop48"][:64], val["shapes"][:64])
+    diff = E.assert_parity(embed_cached(model, val["crop48"][:64], val["shapes"][:64]), lite)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    summary = {"model": path.name, "bytes": path.stat().st_size, "sha256": digest, "selected_epoch": best_epoch,
+               "tflite_vs_keras_max_abs": diff, "val": final, "flip_average": bool(use_flip),
+               "residual_shrink": lam, "readouts": {k: v[0] for k, v in candidates.items()},
+               "history": history,
+               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "train_faces": int(len(tr)), "val_faces": int(len(val["label"])),
+               "minutes": round((time.time() - t_start) / 60, 1), "tensorflow": tf.__version__}
+    (args.cache / f"train-{args.version}.json").write_text(json.dumps(summary, indent=1))
+    log.info(json.dumps({k: v for k, v in summary.items() if k not in ("history", "readouts")}, indent=1))

@@ -1,0 +1,55 @@
+"""The training package's data side (no TensorFlow needed) and the runtime's independence from TensorFlow."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.mark.shared
+def test_fer_validation_split_is_seeded_disjoint_and_from_training_only():
+    from memeindex.train.data import fer_training_split
+
+    expressions = SHARED / "data" / "expressions"
+    if not (expressions / "fer2013" / "index.csv").exists():
+        pytest.skip("../shared/data is absent")
+    a = fer_training_split(expressions, seed=0, n_val=300, n_fit=700)
+    b = fer_training_split(expressions, seed=0, n_val=300, n_fit=100)
+    c = fer_training_split(expressions, seed=1, n_val=300, n_fit=700)
+    assert [r["path"] for r in a.val] == [r["path"] for r in b.val]  # the split does not depend on n_fit
+    assert [r["path"] for r in a.val] != [r["path"] for r in c.val]
+    assert not {r["path"] for r in a.val} & {r["path"] for r in a.fit}
+    assert all(r["usage"] == "Training" for r in a.val + a.fit)
+
+
+@pytest.mark.shared
+def test_faceapi_weights_read_as_published():
+    from memeindex.train.model import read_faceapi_weights
+
+    folder = SHARED / "models" / "face-api-expression"
+    if not folder.exists():
+        pytest.skip("../shared/models is absent")
+    weights = read_faceapi_weights(folder)
+    assert sum(w.size for w in weights.values()) == 323_687  # the count in ../shared/models/README.md
+    assert weights["fc/weights"].shape == (256, 7) and weights["dense0/conv0/filters"].shape == (3, 3, 3, 32)
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_cache_key_names_files_wherever_shared_lives():
+    from memeindex.train.data import cache_name
+
+    assert cache_name(Path("/a/shared/data/expressions/fer2013/Training/x.png")) == \
+        cache_name(Path("/elsewhere/fer2013/Training/x.png")) == "fer2013/Training/x.png"
+
+
+def test_runtime_embedding_never_imports_tensorflow():
+    code = ("import sys, numpy as np; from memeindex.embedders import get_embedder; "
+            "e = get_embedder(None, 'auto'); e.embed(np.zeros((64, 64, 3), np.uint8), []); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
