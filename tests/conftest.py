@@ -1,13 +1,11 @@
 """Shared fixtures: real face photos every machine has (matplotlib's Grace Hopper, scikit-image's astronaut)."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from memeindex.settings import Settings
 
@@ -58,9 +56,3 @@ def searcher(tmp_path_factory):
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env(workers=1)
-
-
-def jpeg_bytes(rgb: np.ndarray, **kw) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=92, **kw)
-    return buf.getvalue()

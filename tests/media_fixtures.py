@@ -29,6 +29,17 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[..., :3])
 
 
+def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """A photo as the JPEG bytes a client would upload."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 def fit(rgb: np.ndarray, width: int, height: int, fill: int = 40) -> np.ndarray:
     """`rgb` scaled to fit width x height, centred on a plain background."""
     from PIL import Image

@@ -22,12 +22,6 @@ from memeindex.server import create_app  # noqa: E402
 ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def jpeg(rgb: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
@@ -45,7 +39,7 @@ def search(client, data: bytes, **fields):
 
 
 def test_search_returns_top_k_with_boxes(client, index):
-    r = search(client, jpeg(media.grace()))
+    r = search(client, media.jpeg(media.grace()))
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["matches"]) == 3
@@ -65,22 +59,22 @@ def test_search_returns_top_k_with_boxes(client, index):
     x0, y0, x1, y1 = body["query"]["box"]
     assert 120 < x0 < x1 < 420 and 100 < y0 < y1 < 400  # grace's face, in the upload's own pixels
     assert body["model_id"]
-    assert [m["path"] for m in search(client, jpeg(media.grace()), k=5).json()["matches"]][:1] == [top["path"]]
-    assert len(search(client, jpeg(media.grace()), k=5).json()["matches"]) == 5
+    assert [m["path"] for m in search(client, media.jpeg(media.grace()), k=5).json()["matches"]][:1] == [top["path"]]
+    assert len(search(client, media.jpeg(media.grace()), k=5).json()["matches"]) == 5
 
 
 @pytest.mark.parametrize("k", ["0", "-1", "abc", "2.5", "999"])
 def test_bad_k_is_400(client, k):
-    r = search(client, jpeg(media.grace()), k=k)
+    r = search(client, media.jpeg(media.grace()), k=k)
     assert r.status_code == 400 and "k" in r.json()["detail"]
 
 
 def test_bad_uploads_get_clear_4xx(client):
     r = search(client, b"this is not a picture at all")
     assert r.status_code == 415 and "not an image" in r.json()["detail"]
-    r = search(client, jpeg(media.grace())[:400])  # truncated JPEG
+    r = search(client, media.jpeg(media.grace())[:400])  # truncated JPEG
     assert r.status_code == 415
-    r = search(client, jpeg(np.full((200, 300, 3), 180, np.uint8)))
+    r = search(client, media.jpeg(np.full((200, 300, 3), 180, np.uint8)))
     assert r.status_code == 422 and "no face" in r.json()["detail"]
     r = search(client, b"")
     assert r.status_code == 400
@@ -126,7 +120,7 @@ class _NoSearch:
 
 def test_meme_files_by_id_only(client, index):
     root = index[0]
-    matches = search(client, jpeg(media.astronaut()), k=3).json()["matches"]
+    matches = search(client, media.jpeg(media.astronaut()), k=3).json()["matches"]
     meme = matches[0]
     r = client.get(meme["image_url"])
     assert r.status_code == 200 and r.content == (root / meme["path"]).read_bytes()
@@ -192,7 +186,7 @@ def test_hot_reload_keeps_serving(index, tmp_path):
     (root / "astronaut_portrait.jpg").unlink()
     build(root, tmp_path / "index", workers=1)
     with TestClient(create_app(tmp_path / "index", reload_interval=0)) as c:
-        query = jpeg(media.astronaut()[:, ::-1])
+        query = media.jpeg(media.astronaut()[:, ::-1])
         before = search(c, query, k=3).json()["matches"]
         assert "astronaut-mirrored.png" not in [m["path"] for m in before]
         statuses, stop = [], threading.Event()

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -20,12 +19,6 @@ import media_fixtures as media  # noqa: E402
 from memeindex.server import create_app  # noqa: E402
 
 FIFTY_MB = 50 * 1024 * 1024
-
-
-def jpeg(rgb: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def server(index):
 
 def test_head_is_200_on_the_page_health_and_meme_routes(server):
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        meme = c.post("/api/search", files={"image": ("f.jpg", jpeg(media.grace()), "image/jpeg")}).json()
+        meme = c.post("/api/search", files={"image": ("f.jpg", media.jpeg(media.grace()), "image/jpeg")}).json()
         meme_id = meme["matches"][0]["id"]
         for path in ("/", "/health", f"/api/memes/{meme_id}", f"/api/memes/{meme_id}/thumb?size=64",
                      "/static/app.js"):
@@ -120,7 +113,7 @@ def test_searches_beyond_the_bound_get_503_at_once(index, monkeypatch):
     app = create_app(index[1])
     service = app.state.service
     release = threading.Event()
-    files = {"image": ("f.jpg", jpeg(media.grace()), "image/jpeg")}
+    files = {"image": ("f.jpg", media.jpeg(media.grace()), "image/jpeg")}
     answers = []
     with media.LiveServer(app) as live:
         service._worker.submit(release.wait, 60)  # the model thread is busy: searches queue behind it
