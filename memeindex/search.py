@@ -281,6 +281,7 @@ class Searcher:
         """The best face of each of the k nearest templates to `vector`; `blendshapes` (the query face's 52) name
         the traits each match shares with it (none without them)."""
         gen = self._gen
+        query_traits = traits.strengths(blendshapes)[0] if blendshapes is not None else None
         matches, seen, want = [], set(), k * 8
         while True:
             dist, ids = vectors.search(gen.index, np.asarray(vector, np.float32)[None, :], want)
@@ -288,16 +289,17 @@ class Searcher:
                 if i < 0 or gen.template(i) in seen:
                     continue
                 seen.add(gen.template(i))
-                matches.append(self._match(gen, int(i), float(d), blendshapes))
+                matches.append(self._match(gen, int(i), float(d), query_traits))
                 if len(matches) == k:
                     return matches
             if want >= gen.index.ntotal or (ids[0] < 0).any():  # an approximate index found all it can reach
                 return matches
             matches, seen, want = [], set(), want * 4
 
-    def _match(self, gen: _Generation, row: int, distance: float, blendshapes) -> Match:
+    def _match(self, gen: _Generation, row: int, distance: float, query_traits: np.ndarray | None) -> Match:
         score = float(self.curve.score(distance))
-        shared = traits.shared(blendshapes, gen.blendshapes[row] / 255.0) if blendshapes is not None else []
+        shared = [] if query_traits is None else traits.shared_strengths(
+            query_traits, traits.strengths(gen.blendshapes[row] / 255.0)[0])
         path = gen.path(row)
         return Match(id=gen.meme_id(row), path=path, name=meme_name(path), score=score,
                      distance=distance, box=tuple(float(v) for v in gen.boxes[row]), frame=int(gen.frames[row]),

@@ -90,6 +90,11 @@ def strengths(blendshapes: np.ndarray) -> np.ndarray:
 
 def shared(query_blendshapes: np.ndarray, match_blendshapes: np.ndarray) -> list[Trait]:
     """The traits both faces show (strongest first), at most MAX_TRAITS, each shared at least MIN_SHARED."""
-    both = np.minimum(strengths(query_blendshapes)[0], strengths(match_blendshapes)[0])
+    return shared_strengths(strengths(query_blendshapes)[0], strengths(match_blendshapes)[0])
+
+
+def shared_strengths(query: np.ndarray, match: np.ndarray) -> list[Trait]:
+    """`shared` of two faces' trait strengths (`strengths` rows): a query's are computed once for all its matches."""
+    both = np.minimum(query, match)
     order = np.argsort(-both, kind="stable")[:MAX_TRAITS]
     return [Trait(_NAMES[i], float(both[i])) for i in order if both[i] >= MIN_SHARED]
