@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memeindex.evaluate import (format_report, identity_metrics, js_distance, read_index, retrieval_metrics,
-                                sample_triplets, score, subject_ids, triplet_accuracy)
+from memeindex.evaluate import format_report, read_index
+from memeindex.metrics import (identity_metrics, js_distance, retrieval_metrics, sample_triplets, score, subject_ids,
+                               triplet_accuracy)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -50,7 +50,7 @@ class Result:
 
 
 def _selection_score(emb, labels, triplets) -> dict:
-    from ..evaluate import retrieval_metrics, triplet_accuracy
+    from ..metrics import retrieval_metrics, triplet_accuracy
 
     r = retrieval_metrics(emb, labels, [""] * len(emb))
     t = triplet_accuracy(emb, *triplets)
@@ -133,7 +133,7 @@ def train_v2(config: V2Config) -> Result:
 
     from ..embedders.learned import LearnedEmbedder
     from ..embedders.registry import LEARNED_MODELS
-    from ..evaluate import sample_triplets
+    from ..metrics import sample_triplets
     from . import export, model
 
     t0 = time.time()
@@ -251,7 +251,7 @@ def embed_cached(model, crops48, shapes, batch=512):
 
 
 def val_figures(model, val, mux):
-    from ..evaluate import identity_metrics, retrieval_metrics, triplet_accuracy
+    from ..metrics import identity_metrics, retrieval_metrics, triplet_accuracy
 
     e = embed_cached(model, val["crop48"], val["shapes"])
     r = retrieval_metrics(e, val["label"], [""] * len(e))
@@ -308,7 +308,7 @@ def train_v1(argv: list[str]) -> None:
 
     import tensorflow as tf
 
-    from ..evaluate import sample_triplets
+    from ..metrics import sample_triplets
 
     tf.keras.utils.set_random_seed(args.seed)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
