@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import BuildLocked, IndexMismatch, IndexMissing
+from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing
 
 log = logging.getLogger(__name__)
 
@@ -376,32 +376,47 @@ class Generation:
     @property
     def facts(self) -> dict:
         if self._facts is None:
-            self._facts = read_facts(self.folder)
+            with self._readable(FACTS_FILE, ValueError):
+                self._facts = read_facts(self.folder)
         return self._facts
+
+    @contextmanager
+    def _readable(self, name: str, *more: type[BaseException]):
+        """A published file that is missing, truncated or not what it should be is damage (IndexDamaged, exit 11,
+        one line), never a traceback: query, info, serve and build read through here; `check` lists it."""
+        try:
+            yield
+        except (OSError, pa.ArrowException, *more) as exc:
+            raise IndexDamaged(f"index {self.folder.parent}: {name} of {self.name} is unreadable ({_why(exc)}); "
+                               "`memeindex check` lists the damage, `memeindex build IMAGES_DIR --rebuild` "
+                               "makes a fresh index") from exc
 
     def check(self, model_id: str | None, dim: int | None) -> None:
         check_facts(self.facts, model_id, dim, self.folder.parent)
 
     def faces(self, columns: list[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
         """The faces table migrated to the current schema (only `columns`, when given: only they are read)."""
-        if columns:
-            return _read_columns(self.faces_path, "faces", faces_schema(self.facts.get("dim", 0)), columns,
-                                 dictionary)
-        return migrate_faces(read_table(self.faces_path))
+        with self._readable(FACES_FILE):
+            if columns:
+                return _read_columns(self.faces_path, "faces", faces_schema(self.facts.get("dim", 0)), columns,
+                                     dictionary)
+            return migrate_faces(read_table(self.faces_path))
 
     def images(self, columns: list[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
         """The images table migrated to the current schema (only `columns`, when given: only they are read).
         `dictionary` names string columns to read dictionary-encoded (each distinct value held once)."""
-        if columns:
-            return _read_columns(self.images_path, "images", IMAGES_SCHEMA, columns, dictionary)
-        return migrate_images(read_table(self.images_path))
+        with self._readable(IMAGES_FILE):
+            if columns:
+                return _read_columns(self.images_path, "images", IMAGES_SCHEMA, columns, dictionary)
+            return migrate_images(read_table(self.images_path))
 
     def face_batches(self, columns: list[str]) -> Iterable[pa.Table]:
         """`columns` of the faces table in row order, one row group at a time: a wide column of a million faces
         (52 blendshapes) never sits in memory whole (iter_batches pre-buffers every row group first)."""
-        file = pq.ParquetFile(self.faces_path)
-        for group in range(file.num_row_groups):
-            yield file.read_row_group(group, columns=columns)
+        with self._readable(FACES_FILE):
+            file = pq.ParquetFile(self.faces_path)
+            for group in range(file.num_row_groups):
+                yield file.read_row_group(group, columns=columns)
 
     def read_index(self):
         from . import vectors
@@ -661,14 +676,14 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
         facts = g.facts
         report.model_id, report.detector = facts.get("model_id", ""), facts.get("detector", "")
         report.schema_version = facts.get("schema_version", 0)
-    except (OSError, ValueError) as exc:
-        problems.append(f"{FACTS_FILE}: unreadable ({_why(exc)})")
+    except IndexDamaged as exc:
+        problems.append(f"{FACTS_FILE}: unreadable ({_why(exc.__cause__)})")
     images = faces = None
     for name, read in ((IMAGES_FILE, g.images), (FACES_FILE, g.faces)):
         try:
             table = read()
-        except (OSError, pa.ArrowException, IndexMismatch, KeyError, ValueError) as exc:
-            problems.append(f"{name}: unreadable ({_why(exc)})")
+        except (IndexDamaged, IndexMismatch, KeyError, ValueError) as exc:
+            problems.append(f"{name}: unreadable ({_why(exc.__cause__ if isinstance(exc, IndexDamaged) else exc)})")
             continue
         if name == IMAGES_FILE:
             images, report.images = table, table.num_rows

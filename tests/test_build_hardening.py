@@ -208,6 +208,23 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
     assert run("check", "--index", tmp_path / "nothing").exit_code == 4
 
 
+def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_path):
+    from memeindex.errors import IndexDamaged
+
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    faces = IndexDir(index).generation().faces_path
+    faces.write_bytes(faces.read_bytes()[: faces.stat().st_size // 2])  # a disk that filled up, a bad copy
+    for args in (("query", grace_path), ("build", two)):
+        damaged = run(*args, "--index", index)
+        assert damaged.exit_code == IndexDamaged.exit_code, damaged.output
+        assert "Traceback" not in damaged.stderr and "faces.parquet" in damaged.stderr
+        assert "--rebuild" in damaged.stderr
+    assert run("build", two, "--index", index, "--rebuild").exit_code == 0  # the way out it names works
+    assert run("check", "--index", index).exit_code == 0
+    assert run("query", grace_path, "--index", index).exit_code == 0
+
+
 def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):
     index = tmp_path / "index"
     run("build", two, "--index", index, "--backend", "inprocess")
