@@ -359,6 +359,21 @@ def test_grayscale_rgba_and_noncontiguous_input(detector, grace, grace_box):
     one_face_at(detector.detect(mirrored), (w - grace_box[2], grace_box[1], w - grace_box[0], grace_box[3]))
 
 
+@pytest.mark.parametrize("key, side, scale, offset", [("detector", 128, 2 / 255.0, -1.0), ("mesh", 256, 1 / 255.0, 0.0)])
+def test_image_written_into_the_input_tensor_gives_the_float_path_outputs(detector, grace, key, side, scale, offset):
+    # run_image (the detector's fast path) must be bit-identical to feeding the float32 tensor the slow way.
+    import cv2
+
+    crop = np.ascontiguousarray(cv2.resize(grace, (side, side), interpolation=cv2.INTER_AREA))
+    models = detector._models
+    fast = {shape: out.copy() for shape, out in models.run_image(key, crop, scale, offset).items()}
+    slow = models.run(key, (crop.astype(np.float32) * scale + offset)[None].astype(np.float32))
+    assert fast.keys() == slow.keys()
+    for shape in fast:
+        assert np.array_equal(fast[shape], slow[shape]), key
+    assert any(np.abs(out).max() > 0 for out in fast.values())
+
+
 def test_closed_detector_refuses(grace):
     det = FaceDetector(Settings.from_env(models_dir=MODELS))
     det.close()

@@ -67,6 +67,21 @@ class BundleModels:
         net.invoke()
         return {shape: net.get_tensor(index) for shape, index in outs.items()}
 
+    def run_image(self, key: str, crop: np.ndarray, scale: float, offset: float) -> dict:
+        """`run` on the uint8 image `crop` (H x W x 3) fed as float32 `crop * scale + offset`, written straight into
+        the model's input tensor: no float temporaries and no copy into the interpreter (per crop, ~0.2-0.5 ms of
+        a 256 px mesh crop's pre- and post-processing on these cores)."""
+        if not self._nets:
+            raise RuntimeError("FaceDetector is closed")
+        net, inp, outs = self._nets[key]
+        view = net.tensor(inp)()[0]  # a view of the input buffer; it must be gone before invoke (LiteRT checks)
+        np.multiply(crop, np.float32(scale), out=view, casting="unsafe")
+        if offset:
+            np.add(view, np.float32(offset), out=view)
+        del view
+        net.invoke()
+        return {shape: net.get_tensor(index) for shape, index in outs.items()}
+
     def close(self) -> None:
         self._nets = {}
 

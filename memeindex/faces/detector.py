@@ -128,8 +128,7 @@ class FaceDetector:
         oy = (side_in - f * (y1 - y0)) / 2 - f * y0
         m = np.array([[f, 0, ox], [0, f, oy]], dtype=np.float64)
         crop = pyr.warp(m, side_in, cv2.BORDER_CONSTANT, value)
-        tensor = (crop.astype(np.float32) * (2 / 255.0) - 1.0)[None]
-        out = self._run(model, tensor)
+        out = self._models.run_image(model, crop, 2 / 255.0, -1.0)  # the detectors read -1..1
         n = len(anchors_px)
         reg = out[(1, n, 16)][0]
         scores = sigmoid(out[(1, n, 1)][0, :, 0])
@@ -188,7 +187,7 @@ class FaceDetector:
                              [k * s, k * c, cy - k * (s + c) * MESH_SIDE / 2]], dtype=np.float64)
         to_crop = cv2.invertAffineTransform(to_frame)
         crop = pyr.warp(to_crop, MESH_SIDE, cv2.BORDER_REPLICATE)
-        out = self._run("mesh", (crop.astype(np.float32) * (1 / 255.0))[None])
+        out = self._models.run_image("mesh", crop, 1 / 255.0, 0.0)  # the mesh reads 0..1
         presence = float(sigmoid(out[(1, 1, 1, 1)].ravel()[0]))
         mesh = out[(1, 1, 1, 1434)].reshape(478, 3).astype(np.float64)
         pts = np.empty((478, 3), dtype=np.float32)
