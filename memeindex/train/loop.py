@@ -99,15 +99,32 @@ class FaceApiRunner:
         return np.concatenate(feats), np.concatenate(logits)
 
 
-def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1) -> dict:
-    """Per face: v1's embedding, face-api's feature and logits (of the crop and of its mirror image)."""
-    from ..embedders.learned import COLOR_CROPS
+def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Path) -> dict:
+    """Per face: v1's embedding, face-api's feature and logits (of the crop and of its mirror image).
 
+    Cached beside the faces: the key adds the crop's name and the frozen branches' weights to the faces' own key.
+    """
+    import hashlib
+    import os
+
+    from ..embedders.learned import COLOR_CROPS
+    from .model import FACEAPI_SHARD_SHA256
+
+    key = hashlib.sha256(f"{faces['key']}|{crop_name}|{FACEAPI_SHARD_SHA256}|{v1.path.name}|{D.file_sha256(v1.path)}"
+                         .encode()).hexdigest()[:16]
+    path = Path(cache) / f"branches-{Path(faces['file']).stem}-{crop_name}-{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return {k: z[k] for k in z.files}
     rgb = D.color_crops(faces, COLOR_CROPS[crop_name])
     feat, logits = runner(rgb)
     feat_m, logits_m = runner(rgb[:, :, ::-1])
-    return {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
-            "feat_m": feat_m, "logits_m": logits_m}
+    out = {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
+           "feat_m": feat_m, "logits_m": logits_m}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
 
 
 def join(br: dict, flip: bool, probs_weight: float, feature_weight: float) -> np.ndarray:
@@ -168,7 +185,7 @@ def train_v2(config: V2Config) -> Result:
     trials = []
     branches = {}
     for crop in config.crops:
-        branches[crop] = _branches(val, runner, crop, v1)
+        branches[crop] = _branches(val, runner, crop, v1, config.cache)
         for flip in config.flips:
             feat = (branches[crop]["feat"] + branches[crop]["feat_m"]) / 2 if flip else branches[crop]["feat"]
             fig = _selection_score(_l2(feat), val_labels, triplets)
@@ -186,9 +203,9 @@ def train_v2(config: V2Config) -> Result:
     del branches
 
     # 4. the read-out: a centred PCA of the join on unlabelled faces (labels unused), its size chosen on the split
-    unlabelled = np.concatenate([join(_branches(f, runner, crop, v1), flip, probs_weight, config.feature_weight)
-                                 for f in (fit, memes)])
-    val_join = join(_branches(val, runner, crop, v1), flip, probs_weight, config.feature_weight)
+    unlabelled = np.concatenate([join(_branches(f, runner, crop, v1, config.cache), flip, probs_weight,
+                                      config.feature_weight) for f in (fit, memes)])
+    val_join = join(_branches(val, runner, crop, v1, config.cache), flip, probs_weight, config.feature_weight)
     readouts = {}
     for dim in config.dims:
         mean, basis, kept = pca(unlabelled, dim)
