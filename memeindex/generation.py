@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing
+from .faces.bundle import BLENDSHAPE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)
 
 # -- schema --------------------------------------------------------------------------------------------------------
 SCHEMA_VERSION = 2
-N_BLENDSHAPES = 52
+N_BLENDSHAPES = len(BLENDSHAPE_NAMES)  # the row schema holds every MediaPipe blendshape score
 STATUSES = ("faces", "noface", "failed")
 _META = b"memeindex_schema"
 _MODEL_META = b"model_id"

@@ -1,7 +1,8 @@
 """The recipes. `train_v2(config)`: expression-v2, composed from expression-v1 and face-api.js's FaceExpressionNet
 with a read-out fitted on unlabelled faces and choices selected on a seeded split of FER-2013 Training.
 
-Nothing here looks at fer2013-publictest, muxspace or ckplus48: they are `memeindex eval`'s, at the end.
+Nothing here looks at the evaluation sets (fer2013-publictest, muxspace, the posed CK+ faces): they are
+`memeindex eval`'s, at the end.
 """
 from __future__ import annotations
 
