@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -21,6 +22,8 @@ class FakeAnalysis:
         self.root = root
 
     def run(self, task: Task):
+        if task.rel.startswith("die-after"):  # answers, then dies idle (the OOM killer between two files)
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGKILL)).start()
         if task.rel.startswith("crash"):
             os.kill(os.getpid(), signal.SIGKILL)
         if task.rel.startswith("hang"):
@@ -74,3 +77,15 @@ def test_a_worker_that_cannot_load_its_models_raises_the_typed_error():
 def test_workers_dying_at_start_end_the_build_instead_of_looping():
     with pytest.raises(WorkerFailed, match="keep dying"):
         _run(DiesAtStart, ["a", "b"], workers=1)
+
+
+def test_a_worker_that_dies_while_idle_loses_no_file():
+    """Its death shows to the driver only when it hands the worker the next file (a broken pipe): that file goes
+    to a fresh worker, not lost, and the build does not stop (click turned the BrokenPipeError into a silent exit 1)."""
+    pool = PoolBackend("/nowhere", Settings.from_env(file_timeout=30.0), "fake", 1, FakeAnalysis)
+    out = {}
+    for rows in pool.analyze(_tasks("die-after-a", "b", "c")):
+        out[rows.image.path] = rows.image
+        if len(out) == 1:
+            time.sleep(1.0)  # the driver is busy (a checkpoint) while its idle worker dies
+    assert {p: r.status for p, r in out.items()} == {"die-after-a": "noface", "b": "noface", "c": "noface"}

@@ -71,9 +71,15 @@ class _Worker:
         self.task: Task | None = None
         self.started = 0.0
 
-    def give(self, task: Task) -> None:
+    def give(self, task: Task) -> bool:
+        """False when the worker is already gone (it died idle, e.g. the OOM killer between two files): the pipe is
+        broken, the task was never delivered, and its death is handled like any other."""
+        try:
+            self.conn.send(task)
+        except OSError:
+            return False
         self.task, self.started = task, time.monotonic()
-        self.conn.send(task)
+        return True
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -126,7 +132,9 @@ class PoolBackend:
             while pending or any(w.task for w in workers):
                 for w in workers:
                     if w.ready and w.task is None and pending:
-                        w.give(pending.popleft())
+                        task = pending.popleft()
+                        if not w.give(task):
+                            pending.appendleft(task)  # never delivered: it waits for this worker's replacement
                 now = time.monotonic()
                 deadlines = [w.started + timeout - now for w in workers if w.task is not None]
                 wait_s = max(0.0, min(deadlines)) if deadlines and timeout > 0 else None
