@@ -212,6 +212,29 @@ def test_index_of_another_model_is_refused_until_rebuilt(tmp_path, folder, grace
     assert run("query", grace_path, "--index", index, env=env).exit_code == 0
 
 
+STALL_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+
+if __name__ == "__main__":  # worker processes import this file too: only the build process stalls
+    from memeindex import generation
+    from memeindex.cli import main
+
+    write = generation.Checkpoints.write
+
+    def write_then_stall(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        time.sleep(3600)  # the test kills the build here
+
+    generation.Checkpoints.write = write_then_stall
+    main(sys.argv[1:], prog_name="memeindex")
+"""
+
+
+def save_script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folder, grace_rgb):
     index = tmp_path / "index"
     run("build", folder, "--index", index)
@@ -222,15 +245,24 @@ def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folde
         img[:4, :4] = rng.integers(0, 255, (4, 4, 3))
         save(img, folder / "batch" / f"face-{i:02d}.png")
     env = {**os.environ, "MEMEINDEX_CHECKPOINT_EVERY": "3", "MEMEINDEX_WORKERS": "1"}
-    cmd = [sys.executable, "-m", "memeindex", "build", str(folder), "--index", str(index), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # The real CLI, stalled right after its first checkpoint: the kill always lands while the build runs and after
+    # a checkpoint, however slow or busy the machine (a poll racing a fast build, or a fixed deadline on a slow
+    # one, made this test depend on the load).
+    script = save_script(tmp_path / "build_stalling_after_a_checkpoint.py", STALL_AFTER_FIRST_CHECKPOINT)
+    cmd = [sys.executable, str(script), "build", str(folder), "--index", str(index), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list((index / "partial").glob("faces-*.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the build ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 600
+        while not list((index / "partial").glob("faces-*.parquet")):
+            assert proc.poll() is None, f"the build ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.05)
+        assert proc.poll() is None  # stalled, not finished: the kill below interrupts a running build
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers
+        proc.wait()
+        proc.stderr.close()
     assert IndexDir(index).current() == before  # the last good index is untouched ...
     info = json.loads(run("info", "--index", index, "--json").stdout)
     assert info["images"] == 3
