@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from memeindex import generation as gen
+from memeindex.errors import IndexDamaged, IndexMissing
 from memeindex.generation import IndexDir
 
 from test_cli import run, save, summary
@@ -205,13 +206,11 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
     faces = IndexDir(index).generation().faces_path
     faces.write_bytes(faces.read_bytes()[: faces.stat().st_size // 2])
     bad = run("check", "--index", index)
-    assert bad.exit_code == 11 and "faces.parquet" in bad.stderr and "DAMAGED" in bad.stdout
-    assert run("check", "--index", tmp_path / "nothing").exit_code == 4
+    assert bad.exit_code == IndexDamaged.exit_code and "faces.parquet" in bad.stderr and "DAMAGED" in bad.stdout
+    assert run("check", "--index", tmp_path / "nothing").exit_code == IndexMissing.exit_code
 
 
 def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_path):
-    from memeindex.errors import IndexDamaged
-
     index = tmp_path / "index"
     run("build", two, "--index", index, "--backend", "inprocess")
     faces = IndexDir(index).generation().faces_path

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from memeindex.cli import main
+from memeindex.errors import BuildLocked, IndexMismatch, IndexMissing, IndexTypeUnsupported, RootMissing
 from memeindex.generation import IndexDir
 
 
@@ -169,10 +170,10 @@ def test_missing_or_empty_root_never_wipes_the_index(tmp_path, folder):
     run("build", folder, "--index", index)
     generation = IndexDir(index).current()
     gone = run("build", tmp_path / "not-there", "--index", index)
-    assert gone.exit_code == 6 and "refusing" in gone.stderr
+    assert gone.exit_code == RootMissing.exit_code and "refusing" in gone.stderr
     (tmp_path / "empty").mkdir()
     empty = run("build", tmp_path / "empty", "--index", index)
-    assert empty.exit_code == 6
+    assert empty.exit_code == RootMissing.exit_code
     assert IndexDir(index).current() == generation
     assert json.loads(run("info", "--index", index, "--json").stdout)["images"] == 3
 
@@ -181,13 +182,13 @@ def test_second_build_is_refused_while_one_runs(tmp_path, folder):
     index = tmp_path / "index"
     with IndexDir(index).lock():
         result = run("build", folder, "--index", index)
-    assert result.exit_code == 5 and "another build" in result.stderr
+    assert result.exit_code == BuildLocked.exit_code and "another build" in result.stderr
 
 
 def test_query_errors_are_clean(tmp_path, folder, grace_path):
     index = tmp_path / "index"
     missing = run("query", grace_path, "--index", index)
-    assert missing.exit_code == 4 and "memeindex build" in missing.stderr
+    assert missing.exit_code == IndexMissing.exit_code and "memeindex build" in missing.stderr
     run("build", folder, "--index", index)
     noface = run("query", folder / "wall.png", "--index", index)
     assert noface.exit_code == 2 and "no face" in noface.stderr
@@ -204,9 +205,9 @@ def test_index_of_another_model_is_refused_until_rebuilt(tmp_path, folder, grace
     facts_file.write_text(json.dumps(facts))
     env = {"MEMEINDEX_EMBEDDER": "baseline"}
     q = run("query", grace_path, "--index", index, env=env)
-    assert q.exit_code == 4 and "rebuild" in q.stderr
+    assert q.exit_code == IndexMismatch.exit_code and "rebuild" in q.stderr
     b = run("build", folder, "--index", index, env=env)
-    assert b.exit_code == 4 and "--rebuild" in b.stderr
+    assert b.exit_code == IndexMismatch.exit_code and "--rebuild" in b.stderr
     r = run("build", folder, "--index", index, "--rebuild", env=env)
     assert r.exit_code == 0 and summary(r)["indexed"] == "3"
     assert run("query", grace_path, "--index", index, env=env).exit_code == 0
@@ -311,4 +312,4 @@ def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder
     # A generation of a type this reader cannot honour is refused with the rebuild command.
     (IndexDir(index).current() / "index.json").write_text(json.dumps({**facts, "index_type": "diskann"}))
     refused = run("query", grace_path, "--index", index)
-    assert refused.exit_code == 4 and "diskann" in refused.output and "--rebuild" in refused.output
+    assert refused.exit_code == IndexTypeUnsupported.exit_code and "diskann" in refused.output and "--rebuild" in refused.output

@@ -33,9 +33,9 @@ def test_missing_query_file_and_non_image_have_their_own_exit_codes(tmp_path, in
     missing = run("query", tmp_path / "nope.jpg", "--index", index)
     assert missing.exit_code == FileMissing.exit_code == 7 and "no such file" in missing.stderr
     folder = run("query", tmp_path, "--index", index)
-    assert folder.exit_code == 7 and "folder" in folder.stderr
+    assert folder.exit_code == FileMissing.exit_code and "folder" in folder.stderr
     missing_clip = run("query", tmp_path / "nope.mp4", "--index", index)
-    assert missing_clip.exit_code == 7
+    assert missing_clip.exit_code == FileMissing.exit_code
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     bad = run("query", text, "--index", index)
@@ -87,7 +87,7 @@ def test_eval_on_a_malformed_index_csv_is_one_clean_line(tmp_path, content):
     assert result.stderr.count("\n") == 1 and "index.csv" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run("eval", empty).exit_code == 10
+    assert run("eval", empty).exit_code == DatasetInvalid.exit_code
 
 
 def test_eval_shows_a_progress_bar_on_stderr(tmp_path, grace_rgb, astronaut_rgb):

@@ -81,7 +81,7 @@ def test_offline_fetch_is_a_clear_error(tmp_path, offline):
     with pytest.raises(FetchFailed, match="offline"):
         models.fetch(models.FACE_LANDMARKER, tmp_path)
     result = CliRunner().invoke(main, ["models", "fetch", "--models-dir", str(tmp_path)])
-    assert result.exit_code == 3
+    assert result.exit_code == FetchFailed.exit_code
     assert "could not fetch face_landmarker.task" in result.stderr and "Traceback" not in result.stderr
 
 

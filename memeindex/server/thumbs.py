@@ -13,7 +13,7 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 
 
 class ThumbnailCache:
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024, hard_max_pixels: int = 250_000_000):
+    def __init__(self, max_bytes: int, hard_max_pixels: int):  # both from Settings, their one owner
         self.max_bytes = max_bytes
         self.hard_max_pixels = hard_max_pixels
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
@@ -40,7 +40,7 @@ class ThumbnailCache:
         return data
 
 
-def render(path: Path, size: int, hard_max_pixels: int = 250_000_000) -> bytes:
+def render(path: Path, size: int, hard_max_pixels: int) -> bytes:
     """JPEG bytes of the first frame, through the one decoder (every mode, 16-bit, HEIC, EXIF rotation agree
     with what the build analysed). Raises a MemeIndexError when the file no longer decodes."""
     from PIL import Image
