@@ -192,11 +192,11 @@ def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: li
     return gen.sort_faces(pa.concat_tables(parts))
 
 
-def _templates(images: pa.Table, faces: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _templates(images: pa.Table, faces: pa.Table, model_id: str) -> tuple[pa.Table, pa.Table]:
     """Both tables with their `template` column filled: near-duplicate groups over the whole generation."""
     from .templates import assign
 
-    groups = assign(images, faces)
+    groups = assign(images, faces, model_id)
 
     def fill(table: pa.Table) -> pa.Table:
         col = pa.array([groups.get(p, "") for p in table.column("path").to_pylist()], pa.string())
@@ -210,7 +210,7 @@ def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path,
     from . import vectors
 
     images_table = gen.sort_images(gen.images_table(images))
-    images_table, faces = _templates(images_table, faces)
+    images_table, faces = _templates(images_table, faces, model_id)
     built = vectors.build_index(gen.embeddings(faces), dim, index_type)
     gen.write_generation(idx, faces, images_table, built.index, model_id=model_id, dim=dim, detector=detector,
                          root=str(root), summary=summary.to_dict(), **built.facts)

@@ -16,10 +16,20 @@ Two files are the same template when
 `assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
 file regroups its neighbours too. The close pairs come from exact FAISS range searches (hashes and embeddings),
 so only they reach Python: 0.2 s for the 758 shared memes, 2 s for 20,000 files, 16 s for 60,000 (quadratic, in C).
+
+Embedding distances depend on the embedder: the same face in two copies of one picture is ~7x farther apart under
+expression-v2 than under expression-v1. `FACE_MATCH`'s embedding limits are written in `REFERENCE_MODEL`'s units
+and scaled for the model that built the index by the ratio of the two models' same-picture distances, measured on
+the shared memes by `scripts/fit_templates.py` and committed in `templates.json` beside this module. A model
+missing there (a new embedder, the blendshape baseline) is grouped with the limits as written (the reference's
+scale), and a warning says to run the script for it.
 """
 from __future__ import annotations
 
+import json
 import logging
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -87,6 +97,44 @@ FACE_MATCH = (
     (NEAR_PICTURE_BITS, 0.30, 0.17),
     (64, 0.30, 0.08),
 )
+# The embedding limits above were set on this model's distances; other models' limits are scaled (see the top).
+REFERENCE_MODEL = "expression-v1"
+SCALES_FILE = Path(__file__).resolve().with_name("templates.json")
+# A model's same-picture distance is the root mean square of its embedding distances over the same face pairs
+# (templates.json "distance"): all ~40 pairs of the shared memes count, where single quantiles of so few pairs
+# jump around (v2/v1 at q80 2.9, q90 4.0, q95 3.4; RMS 3.50, inside the 3.5-3.9 plateau where v2's groups
+# differ least from v1's and no two different memes merge).
+
+
+@lru_cache(maxsize=None)
+def _measured() -> dict:
+    try:
+        return json.loads(SCALES_FILE.read_text(encoding="utf-8")).get("models", {})
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s): near-duplicate limits stay at %s's scale", SCALES_FILE, exc,
+                    REFERENCE_MODEL)
+        return {}
+
+
+@lru_cache(maxsize=None)
+def embedding_scale(model_id: str | None) -> float:
+    """Factor for FACE_MATCH's embedding limits under `model_id`: 1.0 for the reference model and, as the
+    documented fallback, for a model not measured in templates.json (None: the reference)."""
+    if model_id is None or model_id == REFERENCE_MODEL:
+        return 1.0
+    models = _measured()
+    ref, own = models.get(REFERENCE_MODEL), models.get(model_id)
+    if not (ref and own and ref.get("distance", 0) > 0 and own.get("distance", 0) > 0):
+        log.warning("near-duplicate grouping is not measured for model %s: using %s's embedding limits "
+                    "(run scripts/fit_templates.py --model %s)", model_id, REFERENCE_MODEL, model_id)
+        return 1.0
+    return float(own["distance"]) / float(ref["distance"])
+
+
+def face_match(model_id: str | None) -> tuple[tuple[int, float, float], ...]:
+    """FACE_MATCH with its embedding limits in `model_id`'s units."""
+    scale = embedding_scale(model_id)
+    return tuple((bits, blend, emb * scale) for bits, blend, emb in FACE_MATCH)
 
 
 def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,8 +210,11 @@ def _matrix(table, name: str) -> np.ndarray:
     return flat.reshape(len(col), -1)
 
 
-def assign(images, faces) -> dict[str, str]:
+def assign(images, faces, model_id: str | None = None, rules=None) -> dict[str, str]:
     """{path: template id} for every row of `images` (pyarrow tables of an index generation).
+
+    `model_id` is the embedder that wrote `faces`' embeddings (None: `REFERENCE_MODEL`): it sets the embedding
+    limits (`face_match`); `rules`, FACE_MATCH-shaped, replaces them (scripts/fit_templates.py tries scales).
 
     `images` needs path, sha256 and phash (status optional: failed files stay alone); `faces` needs path,
     sha256, blendshapes and embedding. A template id is the smallest 16-hex file id (sha256 prefix) among its
@@ -192,8 +243,9 @@ def assign(images, faces) -> dict[str, str]:
         shapes = _matrix(faces, "blendshapes")[keep]
         emb = _matrix(faces, "embedding")[keep]
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        loosest_blend = max(b for _, b, _ in FACE_MATCH)
-        loosest_emb = max(e for _, _, e in FACE_MATCH)
+        rules = rules or face_match(model_id)
+        loosest_blend = max(b for _, b, _ in rules)
+        loosest_emb = max(e for _, _, e in rules)
         rows, cols, d_emb = _close_vectors(emb, loosest_emb)
         other = face_unit[rows] != face_unit[cols]
         rows, cols, d_emb = rows[other], cols[other], d_emb[other]
@@ -201,7 +253,7 @@ def assign(images, faces) -> dict[str, str]:
         near = d_blend <= loosest_blend
         for i, j, db, de in zip(rows[near], cols[near], d_blend[near], d_emb[near]):
             ui, uj = int(face_unit[i]), int(face_unit[j])
-            if _faces_agree(_bits(hash_int, known, ui, uj), float(db), float(de)):
+            if _faces_agree(_bits(hash_int, known, ui, uj), float(db), float(de), rules):
                 groups.union(ui, uj)
     # Pictures alike by their hash alone: both faceless, or one with faces and one without.
     idx = np.flatnonzero(known)
@@ -226,6 +278,6 @@ def _bits(hash_int: np.ndarray, known: np.ndarray, i: int, j: int) -> int:
     return int((int(hash_int[i]) ^ int(hash_int[j])).bit_count())
 
 
-def _faces_agree(bits: int, blend: float, emb: float) -> bool:
+def _faces_agree(bits: int, blend: float, emb: float, rules=FACE_MATCH) -> bool:
     """Whether a face of each file is the same face, given how alike the two whole pictures are."""
-    return any(bits <= b and blend <= bl and emb <= e for b, bl, e in FACE_MATCH)
+    return any(bits <= b and blend <= bl and emb <= e for b, bl, e in rules)

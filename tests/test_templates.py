@@ -51,12 +51,13 @@ def test_hash_is_stable_under_resize_and_recompression_and_tells_pictures_apart(
     assert hash_distance(h, perceptual_hash(astronaut_rgb)) >= 16
 
 
-@pytest.fixture(scope="module")
-def analyzer():
+# Both learned models: their embedding distances differ ~3.5x in scale, and grouping must hold under each.
+@pytest.fixture(scope="module", params=["expression-v1", "expression-v2"])
+def analyzer(request):
     from memeindex.pipeline import FaceAnalyzer
     from memeindex.settings import Settings
 
-    with FaceAnalyzer(Settings.from_env()) as a:
+    with FaceAnalyzer(Settings.from_env(), request.param) as a:
         yield a
 
 
@@ -85,7 +86,7 @@ def test_assign_groups_variants_of_one_picture_and_nothing_else(analyzer, grace_
         "sky.png": np.tile(np.linspace(40, 220, 400, dtype=np.uint8)[None, :, None], (300, 1, 3)),
     }
     images, faces = _tables(analyzer, pictures)
-    groups = assign(images, faces)
+    groups = assign(images, faces, analyzer.embedder.model_id)
     assert set(groups) == set(pictures)
     grace = {groups[p] for p in pictures if "grace" in p}
     assert len(grace) == 1, groups
@@ -102,7 +103,7 @@ def test_a_shared_layout_with_different_faces_stays_apart(analyzer, grace_rgb, a
     assert faces.num_rows == 2  # both faces are found, so the faces decide
     bits = hash_distance(*images.column("phash").to_pylist())
     assert bits <= NEAR_PICTURE_BITS  # the layout alone makes the two pictures look closer than chance
-    groups = assign(images, faces)
+    groups = assign(images, faces, analyzer.embedder.model_id)
     assert groups["layout-grace.png"] != groups["layout-astronaut.png"]
 
 
@@ -111,6 +112,21 @@ def test_copies_share_a_template_and_an_unknown_hash_stays_alone(analyzer, grace
     row = images.to_pylist()[0]
     images = pa.Table.from_pylist([row, {**row, "path": "b/same-bytes.jpg"},
                                    {"path": "broken.jpg", "sha256": "f" * 64, "phash": "", "status": "failed"}])
-    groups = assign(images, faces)
+    groups = assign(images, faces, analyzer.embedder.model_id)
     assert groups["a/grace.jpg"] == groups["b/same-bytes.jpg"] == row["sha256"][:16]
     assert groups["broken.jpg"] == "f" * 16
+
+
+def test_embedding_limits_scale_with_the_model_and_an_unmeasured_model_keeps_the_reference(caplog):
+    from memeindex import templates
+
+    assert templates.embedding_scale(templates.REFERENCE_MODEL) == 1.0
+    assert templates.face_match(None) == templates.FACE_MATCH
+    measured = templates._measured()
+    v2 = measured["expression-v2"]["distance"] / measured[templates.REFERENCE_MODEL]["distance"]
+    assert v2 > 2  # v2 spreads the same face over a wider range than v1
+    assert [e for _, _, e in templates.face_match("expression-v2")] == pytest.approx(
+        [e * v2 for _, _, e in templates.FACE_MATCH])
+    with caplog.at_level("WARNING", logger="memeindex.templates"):
+        assert templates.face_match("no-such-model") == templates.FACE_MATCH
+    assert "not measured for model no-such-model" in caplog.text
