@@ -140,7 +140,6 @@ class PoolBackend:
                 wait_s = max(0.0, min(deadlines)) if deadlines and timeout > 0 else None
                 handles = [w.conn for w in workers] + [w.process.sentinel for w in workers]
                 wait(handles, timeout=wait_s)
-                finished = []  # yielded after every worker has its next file: none idles while the caller works
                 for i, w in enumerate(workers):
                     replace, rows = False, None
                     try:
@@ -158,9 +157,7 @@ class PoolBackend:
                         elif kind == "init_error":
                             raise value
                     if rows is not None:
-                        finished.append(rows)
-                        if pending:
-                            w.give(pending.popleft())
+                        yield rows
                         continue
                     if not w.process.is_alive():
                         replace = True
@@ -183,7 +180,6 @@ class PoolBackend:
                         w.kill()
                         workers[i] = self._respawn(pending)
                 workers = [w for w in workers if w is not None]
-                yield from finished
         finally:
             for w in workers:
                 if w is None:
