@@ -59,7 +59,9 @@ LEARNED_MODELS = {m.model_id: m for m in (
                  "5899765ad76977f856ceea9373b235cdf4ce0621b4945c77f7ea4b95f5ad99af", 1_448_500, color_crop="aligned"),
 )}
 # What `auto` (when present) and `learned` resolve to. expression-v2 is committed and selectable by name, but stays
-# off the default until templates.FACE_MATCH's embedding distances (tuned on v1's scale) have values for it.
+# off the default: near-duplicate grouping scales its embedding limits for v2 (templates.json), yet v2's embedding
+# puts a mirrored copy or another face with the same expression about as close as a crop of the same face, so no
+# scale keeps both apart while grouping the crops (README, "Results"); grouping needs other same-face evidence first.
 DEFAULT_LEARNED = "expression-v1"
 ALIASES = {"baseline": BlendshapeEmbedder.model_id, "learned": DEFAULT_LEARNED}
 
