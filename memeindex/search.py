@@ -141,9 +141,12 @@ class _Generation:
         # Faces: the writer keeps both tables in path order, so a file's faces are the next `faces` rows.
         counts = gen.images(["faces"]).column("faces").to_numpy().astype(np.int64)
         self.face_file = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-        self.frames = np.zeros(len(self.face_file), np.int32)
-        self.boxes = np.zeros((len(self.face_file), 4), np.float32)
-        self.blendshapes = np.zeros((len(self.face_file), generation.N_BLENDSHAPES), np.uint8)
+        # Frame, box and blendshapes are read for the k matches only: they go to unlinked temporary files read a
+        # row at a time, so they sit in the page cache (the kernel's to evict), not in this process, and the FAISS
+        # index stays its one big structure: -55 MB peak RSS at a million faces (scripts/bench_scale.py --reuse),
+        # the same values as before (blendshapes as bytes).
+        spill = {name: _Spill(dtype, width) for name, dtype, width in (
+            ("frames", np.int32, 1), ("boxes", np.float32, 4), ("blendshapes", np.uint8, generation.N_BLENDSHAPES))}
         done = 0
         for group in gen.face_batches(["path", "frame", "box", "blendshapes"]):
             rows = slice(done, done + group.num_rows)
@@ -151,16 +154,19 @@ class _Generation:
                     group.column("path"), pc.take(self.paths, self.face_file[rows]))).as_py():
                 raise IndexMismatch(f"index {folder.parent}: faces.parquet and images.parquet are not in the same "
                                     "order: rebuild it: memeindex build IMAGES_DIR --rebuild")
-            self.frames[rows] = group.column("frame").to_numpy()
-            self.boxes[rows] = np.asarray(group.column("box").combine_chunks().flatten(), np.float32).reshape(-1, 4)
+            spill["frames"].add(group.column("frame").to_numpy())
+            spill["boxes"].add(group.column("box").combine_chunks().flatten().to_numpy(zero_copy_only=False))
             # Blendshapes only explain matches (traits): a byte each is plenty, 4x smaller than float32.
             shapes = group.column("blendshapes").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            self.blendshapes[rows] = np.round(np.clip(shapes, 0.0, 1.0) * 255).reshape(group.num_rows, -1)
+            spill["blendshapes"].add(np.round(np.clip(shapes, 0.0, 1.0) * 255))
             done += group.num_rows
             del group, shapes
         if done != len(self.face_file):
             raise IndexMismatch(f"index {folder.parent}: images.parquet counts {len(self.face_file)} faces, "
                                 f"faces.parquet holds {done}: rebuild it: memeindex build IMAGES_DIR --rebuild")
+        for column in spill.values():
+            column.file.flush()
+        self.frames, self.boxes, self.blendshapes = spill["frames"], spill["boxes"], spill["blendshapes"]
         pa.default_memory_pool().release_unused()
         self.index = gen.read_index()  # last: the tables' read buffers are gone before it takes its memory
 
@@ -188,6 +194,41 @@ class _Generation:
             raise KeyError(meme_id)
         row = int(self._by_id[pos])
         return self._fs_names.get(row) or self.paths[row].as_py()
+
+
+class _Spill:
+    """A column of `width` values per row, written in pieces to an unlinked temporary file and read back a row at a
+    time (`column[row]`, a fresh array) with pread: not mapped, so rows read by matches never count in the RSS."""
+
+    def __init__(self, dtype, width: int):
+        import tempfile
+
+        self.dtype, self.width = np.dtype(dtype), width
+        self.row_bytes = self.dtype.itemsize * width
+        self.file = tempfile.TemporaryFile(prefix="memeindex-")
+        self.rows = 0
+        self._lock = threading.Lock()  # for seek + read where there is no pread
+
+    def add(self, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, self.dtype).tobytes()
+        self.file.write(data)
+        self.rows += len(data) // self.row_bytes
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, row) -> np.ndarray:
+        row = int(row)
+        if not 0 <= row < self.rows:
+            raise IndexError(row)
+        if hasattr(os, "pread"):
+            data = os.pread(self.file.fileno(), self.row_bytes, row * self.row_bytes)
+        else:
+            with self._lock:
+                self.file.seek(row * self.row_bytes)
+                data = self.file.read(self.row_bytes)
+        values = np.frombuffer(data, self.dtype).copy()
+        return values if self.width > 1 else values[0]
 
 
 def _lean_memory() -> None:

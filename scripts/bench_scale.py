@@ -4,6 +4,7 @@ in a fresh process (so its peak RSS is the Searcher's alone).
 
     .venv/bin/python scripts/bench_scale.py --faces N [--index-type auto|flat|hnsw|ivfsq|ivfpq] [--json]
                                             [--queries 200] [--distribution clustered|uniform] [--keep DIR]
+    .venv/bin/python scripts/bench_scale.py --reuse DIR [--json]   # load + search again what --keep DIR wrote
 
 The generation looks like a real one: realistic relative paths and sha256 strings, 1-5 faces per image (frames of
 GIFs included), a tenth of the files without a face, near-duplicate templates of 2-4 files, random blendshapes,
@@ -167,6 +168,7 @@ def write(args, scratch: Path) -> dict:
     queries = query_vectors(args.queries, dim, args.distribution)
     _, exact = faiss.knn(queries, emb, 3)
     np.savez(scratch / "queries.npz", queries=queries, exact=exact)
+    (scratch / "written.json").write_text(json.dumps(figures))  # what --reuse reports as the write figures
     return figures
 
 
@@ -214,23 +216,25 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered")
     ap.add_argument("--keep", type=Path, help="write the generation here and keep it (default: a temp folder)")
+    ap.add_argument("--reuse", type=Path, help="measure a generation an earlier --keep DIR run wrote, without "
+                    "writing one (its write figures are that run's)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the fresh process's half
     args = ap.parse_args(argv)
 
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return 0
-    scratch = args.keep or Path(tempfile.mkdtemp(prefix="memeindex-bench-scale-"))
+    scratch = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="memeindex-bench-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        written = write(args, scratch)
+        written = json.loads((scratch / "written.json").read_text()) if args.reuse else write(args, scratch)
         proc = subprocess.run([sys.executable, __file__, "--measure", str(scratch)], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
             return 1
         measured = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
-        if args.keep is None:
+        if args.keep is None and args.reuse is None:
             shutil.rmtree(scratch, ignore_errors=True)
     built = written.pop("built")
     out = {"faces": measured.pop("faces"), "index_type": measured.pop("index_type"), **measured,

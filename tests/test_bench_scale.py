@@ -22,3 +22,11 @@ def test_bench_scale_json(tmp_path):
     assert out["search_p95_ms"] >= out["search_p50_ms"] > 0
     facts = json.loads(next((tmp_path / "g" / "index").glob("gen-*/index.json")).read_text())
     assert facts["count"] == 3000 and facts["recall_at_3"] == out["built_recall_at_3"]
+    # --reuse measures the kept generation again in a fresh process, without writing one: the same index and
+    # queries give the same recall, and the write figures are the first run's.
+    again = subprocess.run([sys.executable, str(SCRIPT), "--reuse", str(tmp_path / "g"), "--json"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    reused = json.loads(again.stdout.strip().splitlines()[-1])
+    assert reused["recall_at_3"] == out["recall_at_3"] and reused["write_s"] == out["write_s"]
+    assert len(list((tmp_path / "g" / "index").glob("gen-*"))) == 1
