@@ -1,12 +1,15 @@
 """The on-disk index: the one place that spells its layout, schema, facts, rows, checkpoints and publishing.
 
 An index folder holds published generations (`gen-*/`), a `CURRENT` pointer naming the live one, a `.lock` and
-`partial/` checkpoints of a build in progress. A generation is four files:
+`partial/` checkpoints of a build in progress. A generation is four files, and a fifth since the face-rows file:
 
     faces.parquet   one row per face; row position = FAISS id
     images.parquet  one row per file seen (status faces / noface / failed, with the reason a file failed)
     index.faiss     the vectors of faces.parquet, in row order
     index.json      the facts: schema version, model, detector, dim, counts, root, index type, summary
+    faces.rows      per face, in row order, the fixed-width record a query reads for its matches (FACE_ROW: frame,
+                    box, blendshapes as bytes): a reader reads (pread) the k rows it needs, never the whole column.
+                    Derived from faces.parquet; generations written before it have none (readers derive it then).
 
 A build writes a whole generation into a temp folder, renames it into place, then renames a new `CURRENT` over
 the old one: readers see the last good generation until the very last rename, and a killed build leaves it
@@ -49,12 +52,16 @@ FACTS_FILE = "index.json"
 CURRENT = "CURRENT"
 PARTIAL = "partial"
 LOCK = ".lock"
-GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)
+FACE_ROWS_FILE = "faces.rows"
+GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)  # FACE_ROWS_FILE is optional: older ones lack it
 
 # -- schema --------------------------------------------------------------------------------------------------------
 SCHEMA_VERSION = 2
 N_BLENDSHAPES = len(BLENDSHAPE_NAMES)  # the row schema holds every MediaPipe blendshape score
 STATUSES = ("faces", "noface", "failed")
+# One record of faces.rows (little-endian, no padding: 4 + 16 + 52 = 72 bytes). Blendshapes only explain matches
+# (traits): a byte each (round(score * 255)) is plenty, 4x smaller than float32.
+FACE_ROW = np.dtype([("frame", "<i4"), ("box", "<f4", (4,)), ("blendshapes", "u1", (N_BLENDSHAPES,))])
 _META = b"memeindex_schema"
 _MODEL_META = b"model_id"
 
@@ -299,6 +306,18 @@ def migrate_faces(table: pa.Table, dim: int | None = None) -> pa.Table:
     return _migrate(table, "faces", schema)
 
 
+def face_rows(faces: pa.Table) -> np.ndarray:
+    """The FACE_ROW records of a faces table (or of a batch of its `frame`, `box`, `blendshapes` columns)."""
+    rows = np.zeros(faces.num_rows, FACE_ROW)
+    if not faces.num_rows:
+        return rows
+    rows["frame"] = faces.column("frame").to_numpy()
+    rows["box"] = faces.column("box").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, 4)
+    shapes = faces.column("blendshapes").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    rows["blendshapes"] = np.round(np.clip(shapes, 0.0, 1.0) * 255).reshape(-1, N_BLENDSHAPES)
+    return rows
+
+
 # -- plain file I/O ------------------------------------------------------------------------------------------------
 def write_table(table: pa.Table, path: Path) -> None:
     """Write to a temp file beside `path`, fsync, rename: a reader sees the old file or the new, never half."""
@@ -312,6 +331,18 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns)
+
+
+def write_face_rows(faces: pa.Table, path: Path, batch: int = 65536) -> None:
+    """faces.rows of `faces` (temp + fsync + rename like the tables), a batch of rows at a time."""
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    columns = faces.select(["frame", "box", "blendshapes"])
+    with open(tmp, "wb") as f:
+        for start in range(0, faces.num_rows, batch):
+            f.write(face_rows(columns.slice(start, batch)).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 # -- facts ---------------------------------------------------------------------------------------------------------
@@ -373,6 +404,25 @@ class Generation:
     @property
     def facts_path(self) -> Path:
         return self.folder / FACTS_FILE
+
+    @property
+    def face_rows_path(self) -> Path:
+        return self.folder / FACE_ROWS_FILE
+
+    def open_face_rows(self, count: int):
+        """faces.rows opened for reading (a binary file object, for os.pread on its fileno(); the caller closes
+        it), or None when this generation has none (written before it existed). Damage (IndexDamaged) when its size
+        is not `count` records."""
+        try:
+            file = open(self.face_rows_path, "rb", buffering=0)
+        except FileNotFoundError:
+            return None
+        with self._readable(FACE_ROWS_FILE, ValueError):
+            size, want = os.fstat(file.fileno()).st_size, count * FACE_ROW.itemsize
+            if size != want:
+                file.close()
+                raise ValueError(f"{size} bytes, {count} faces need {want}")
+        return file
 
     @property
     def facts(self) -> dict:
@@ -605,6 +655,7 @@ def write_generation(index_dir: IndexDir, faces: pa.Table, images: pa.Table, ind
     tmp = index_dir.new_generation()
     write_table(faces, tmp / FACES_FILE)
     write_table(images, tmp / IMAGES_FILE)
+    write_face_rows(faces, tmp / FACE_ROWS_FILE)
     vectors.write_index(index, tmp / INDEX_FILE)
     write_facts(tmp, count=faces.num_rows, images=images.num_rows, **facts)
     return index_dir.publish(tmp)
@@ -709,6 +760,12 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
             problems.append(f"{FACES_FILE} holds {faces.num_rows} rows, the facts say {facts.get('count')}")
         if index is not None and facts.get("dim") not in (None, index.d):
             problems.append(f"{INDEX_FILE} holds {index.d}-d vectors, the facts say {facts.get('dim')}")
+    if faces is not None and g.face_rows_path.exists():  # optional: generations written before it have none
+        size, want = g.face_rows_path.stat().st_size, faces.num_rows * FACE_ROW.itemsize
+        if size != want:
+            problems.append(f"{FACE_ROWS_FILE} holds {size} bytes, {faces.num_rows} face rows need {want}")
+        elif faces.num_rows:
+            problems += _face_rows_match(g, faces)
     if faces is not None and index is not None and index.ntotal != faces.num_rows:
         problems.append(f"{INDEX_FILE} holds {index.ntotal} vectors for {faces.num_rows} face rows")
     if images is not None and faces is not None:
@@ -755,6 +812,18 @@ def _vectors_match(index, faces: pa.Table) -> list[str]:
     wanted = embeddings(faces.take(rows))
     if not np.allclose(stored, wanted, atol=1e-2):
         return [f"{INDEX_FILE} vectors do not match the embeddings of {FACES_FILE} (rows {rows})"]
+    return []
+
+
+def _face_rows_match(g: Generation, faces: pa.Table) -> list[str]:
+    """A few records of faces.rows equal what their face rows say (the same sample as the vectors)."""
+    n = faces.num_rows
+    rows = sorted({0, n // 2, n - 1})
+    with open(g.face_rows_path, "rb") as f:
+        stored = np.concatenate([np.frombuffer(os.pread(f.fileno(), FACE_ROW.itemsize, i * FACE_ROW.itemsize),
+                                               FACE_ROW) for i in rows])
+    if stored.tobytes() != face_rows(faces.take(rows)).tobytes():
+        return [f"{FACE_ROWS_FILE} records do not match the rows of {FACES_FILE} (rows {rows})"]
     return []
 
 

@@ -98,8 +98,8 @@ def meme_name(path: str) -> str:
 class _Generation:
     """One published generation, loaded lean: the FAISS index and numpy/Arrow columns, no Python object per row.
 
-    A face costs 4 + 4 + 16 + 52 bytes here (its file's row, frame, box, blendshapes as bytes) and a file one Arrow
-    string, an 8-byte id and a template number: Python lists of paths, hashes and templates cost ~1 GB at a
+    A face costs 4 bytes here (its file's row; its frame, box and blendshapes stay in faces.rows, read per match)
+    and a file one Arrow string, an 8-byte id and a template number: Python lists of paths, hashes and templates cost ~1 GB at a
     million faces. Only the columns a match needs are read; rows become Python values only for the k matches.
     """
 
@@ -141,34 +141,44 @@ class _Generation:
         # Faces: the writer keeps both tables in path order, so a file's faces are the next `faces` rows.
         counts = gen.images(["faces"]).column("faces").to_numpy().astype(np.int64)
         self.face_file = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-        # Frame, box and blendshapes are read for the k matches only: they go to unlinked temporary files read a
-        # row at a time, so they sit in the page cache (the kernel's to evict), not in this process, and the FAISS
-        # index stays its one big structure: -55 MB peak RSS at a million faces (scripts/bench_scale.py --reuse),
-        # the same values as before (blendshapes as bytes).
-        spill = {name: _Spill(dtype, width) for name, dtype, width in (
-            ("frames", np.int32, 1), ("boxes", np.float32, 4), ("blendshapes", np.uint8, generation.N_BLENDSHAPES))}
-        done = 0
-        for group in gen.face_batches(["path", "frame", "box", "blendshapes"]):
-            rows = slice(done, done + group.num_rows)
-            if done + group.num_rows > len(self.face_file) or not pc.all(pc.equal(
-                    group.column("path"), pc.take(self.paths, self.face_file[rows]))).as_py():
-                raise IndexMismatch(f"index {folder.parent}: faces.parquet and images.parquet are not in the same "
-                                    "order: rebuild it: memeindex build IMAGES_DIR --rebuild")
-            spill["frames"].add(group.column("frame").to_numpy())
-            spill["boxes"].add(group.column("box").combine_chunks().flatten().to_numpy(zero_copy_only=False))
-            # Blendshapes only explain matches (traits): a byte each is plenty, 4x smaller than float32.
-            shapes = group.column("blendshapes").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            spill["blendshapes"].add(np.round(np.clip(shapes, 0.0, 1.0) * 255))
-            done += group.num_rows
-            del group, shapes
-        if done != len(self.face_file):
-            raise IndexMismatch(f"index {folder.parent}: images.parquet counts {len(self.face_file)} faces, "
-                                f"faces.parquet holds {done}: rebuild it: memeindex build IMAGES_DIR --rebuild")
-        for column in spill.values():
-            column.file.flush()
-        self.frames, self.boxes, self.blendshapes = spill["frames"], spill["boxes"], spill["blendshapes"]
+        # Frame, box and blendshapes (generation.FACE_ROW) are read for the k matches only, a pread of one record
+        # each, so they sit in the page cache (the kernel's to evict), not in this process, and the FAISS index stays
+        # its one big structure. The build writes them once (faces.rows); a generation written before that gets
+        # them derived here into an unlinked temporary file (the same records).
+        rows_file = gen.open_face_rows(len(self.face_file))
+        derived = None
+        if rows_file is None:
+            import tempfile
+
+            derived = tempfile.TemporaryFile(prefix="memeindex-")
+        try:
+            done = 0
+            columns = ["path"] if derived is None else ["path", "frame", "box", "blendshapes"]
+            for group in gen.face_batches(columns):
+                rows = slice(done, done + group.num_rows)
+                if done + group.num_rows > len(self.face_file) or not pc.all(pc.equal(
+                        group.column("path"), pc.take(self.paths, self.face_file[rows]))).as_py():
+                    raise IndexMismatch(f"index {folder.parent}: faces.parquet and images.parquet are not in the "
+                                        "same order: rebuild it: memeindex build IMAGES_DIR --rebuild")
+                if derived is not None:
+                    derived.write(generation.face_rows(group).tobytes())
+                done += group.num_rows
+                del group
+            if done != len(self.face_file):
+                raise IndexMismatch(f"index {folder.parent}: images.parquet counts {len(self.face_file)} faces, "
+                                    f"faces.parquet holds {done}: rebuild it: memeindex build IMAGES_DIR --rebuild")
+            if derived is not None:
+                derived.flush()
+        except BaseException:
+            (rows_file or derived).close()
+            raise
+        self._face_rows = _FaceRows(rows_file or derived, len(self.face_file))
         pa.default_memory_pool().release_unused()
         self.index = gen.read_index()  # last: the tables' read buffers are gone before it takes its memory
+
+    def face_row(self, row: int) -> np.void:
+        """Face `row`'s generation.FACE_ROW record: ["frame"], ["box"] (float32 x4), ["blendshapes"] (bytes)."""
+        return self._face_rows[row]
 
     def meme_id(self, row: int) -> str:
         return f"{int(self.ids[self.face_file[row]]):016x}"
@@ -196,39 +206,29 @@ class _Generation:
         return self._fs_names.get(row) or self.paths[row].as_py()
 
 
-class _Spill:
-    """A column of `width` values per row, written in pieces to an unlinked temporary file and read back a row at a
-    time (`column[row]`, a fresh array) with pread: not mapped, so rows read by matches never count in the RSS."""
+class _FaceRows:
+    """generation.FACE_ROW records in a file (faces.rows, or an unlinked temporary file), read one at a time with
+    pread: not mapped, so records read by matches never count in the RSS."""
 
-    def __init__(self, dtype, width: int):
-        import tempfile
-
-        self.dtype, self.width = np.dtype(dtype), width
-        self.row_bytes = self.dtype.itemsize * width
-        self.file = tempfile.TemporaryFile(prefix="memeindex-")
-        self.rows = 0
+    def __init__(self, file, rows: int):
+        self.file, self.rows = file, rows
         self._lock = threading.Lock()  # for seek + read where there is no pread
-
-    def add(self, values: np.ndarray) -> None:
-        data = np.ascontiguousarray(values, self.dtype).tobytes()
-        self.file.write(data)
-        self.rows += len(data) // self.row_bytes
 
     def __len__(self) -> int:
         return self.rows
 
-    def __getitem__(self, row) -> np.ndarray:
+    def __getitem__(self, row) -> np.void:
         row = int(row)
         if not 0 <= row < self.rows:
             raise IndexError(row)
+        size = generation.FACE_ROW.itemsize
         if hasattr(os, "pread"):
-            data = os.pread(self.file.fileno(), self.row_bytes, row * self.row_bytes)
+            data = os.pread(self.file.fileno(), size, row * size)
         else:
             with self._lock:
-                self.file.seek(row * self.row_bytes)
-                data = self.file.read(self.row_bytes)
-        values = np.frombuffer(data, self.dtype).copy()
-        return values if self.width > 1 else values[0]
+                self.file.seek(row * size)
+                data = self.file.read(size)
+        return np.frombuffer(data, generation.FACE_ROW)[0].copy()
 
 
 def _lean_memory() -> None:
@@ -339,11 +339,12 @@ class Searcher:
 
     def _match(self, gen: _Generation, row: int, distance: float, query_traits: np.ndarray | None) -> Match:
         score = float(self.curve.score(distance))
+        record = gen.face_row(row)
         shared = [] if query_traits is None else traits.shared_strengths(
-            query_traits, traits.strengths(gen.blendshapes[row] / 255.0)[0])
+            query_traits, traits.strengths(record["blendshapes"] / 255.0)[0])
         path = gen.path(row)
         return Match(id=gen.meme_id(row), path=path, name=meme_name(path), score=score,
-                     distance=distance, box=tuple(float(v) for v in gen.boxes[row]), frame=int(gen.frames[row]),
+                     distance=distance, box=tuple(float(v) for v in record["box"]), frame=int(record["frame"]),
                      traits=shared, variants=gen.variants(row), weak=score < self.settings.weak_score)
 
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:

@@ -89,7 +89,7 @@ def without_templates(searcher, vector: np.ndarray, k: int) -> list[dict]:
     for i in ids[0]:
         if i >= 0 and gen.meme_id(int(i)) not in seen:
             seen.add(gen.meme_id(int(i)))
-            out.append({"path": gen.path(int(i)), "box": [float(v) for v in gen.boxes[i]]})
+            out.append({"path": gen.path(int(i)), "box": [float(v) for v in gen.face_row(i)["box"]]})
             if len(out) == k:
                 break
     return out

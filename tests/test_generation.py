@@ -9,7 +9,7 @@ import pytest
 
 from memeindex import generation as gen
 from memeindex import vectors
-from memeindex.errors import IndexMismatch
+from memeindex.errors import IndexDamaged, IndexMismatch
 from memeindex.generation import FileRef, ImageRow, IndexDir
 
 
@@ -141,3 +141,32 @@ def test_retag_moves_rows_to_a_new_path():
     assert gen.row_keys(moved) == [os.fsdecode(b"new\xff.jpg")] * 2
     assert set(moved.column("sha256").to_pylist()) == {"e" * 64}
     assert isinstance(ImageRow("a", "b", 1, 2, "faces"), ImageRow)
+
+
+def test_face_rows_file_holds_each_face_record_in_row_order_and_check_reads_its_size(tmp_path):
+    rng = np.random.default_rng(7)
+    files = [_file(f"m{i}.gif", i % 4, rng, frames=(0, 2)) for i in range(9)]
+    idx = _generation(tmp_path, files)
+    g = idx.generation()
+    faces = g.faces()
+    raw = g.face_rows_path.read_bytes()
+    assert len(raw) == faces.num_rows * gen.FACE_ROW.itemsize and gen.FACE_ROW.itemsize == 72
+    records = np.frombuffer(raw, gen.FACE_ROW)  # a plain fixed-width file: numpy reads it with the dtype alone
+    assert records["frame"].tolist() == faces.column("frame").to_pylist()
+    assert records["box"].tolist() == faces.column("box").to_pylist()
+    shapes = np.asarray(faces.column("blendshapes").to_pylist())
+    assert np.abs(records["blendshapes"] / 255.0 - shapes).max() <= 0.5 / 255 + 1e-6
+    with g.open_face_rows(faces.num_rows) as f:
+        assert os.pread(f.fileno(), 72, 72 * 3) == raw[72 * 3:72 * 4]
+    assert gen.check(idx.path).ok
+
+    g.face_rows_path.write_bytes(raw[:-10])  # truncated
+    report = gen.check(idx.path)
+    assert not report.ok and any(gen.FACE_ROWS_FILE in p for p in report.problems)
+    with pytest.raises(IndexDamaged, match=gen.FACE_ROWS_FILE):
+        g.open_face_rows(faces.num_rows)
+    g.face_rows_path.write_bytes(raw[72:] + raw[:72])  # the right size, the wrong records
+    assert any(gen.FACE_ROWS_FILE in p for p in gen.check(idx.path).problems)
+
+    g.face_rows_path.unlink()  # a generation written before faces.rows: still valid
+    assert gen.check(idx.path).ok and g.open_face_rows(faces.num_rows) is None

@@ -160,8 +160,14 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
             rows.column("path").to_pylist(), rows.column("sha256").to_pylist(), rows.column("frame").to_pylist(),
             rows.column("box").to_pylist(), rows.column("blendshapes").to_pylist())):
         assert g.path(i) == path and g.meme_id(i) == sha[:16]
-        assert g.frames[i] == frame and g.boxes[i].tolist() == box
-        assert np.abs(g.blendshapes[i] / 255.0 - np.asarray(shapes)).max() <= 0.5 / 255 + 1e-6
+        record = g.face_row(i)
+        assert record["frame"] == frame and record["box"].tolist() == box
+        assert np.abs(record["blendshapes"] / 255.0 - np.asarray(shapes)).max() <= 0.5 / 255 + 1e-6
+    # A generation written before faces.rows existed: the same records, derived from faces.parquet at load.
+    written = [g.face_row(i).tobytes() for i in range(len(faces))]
+    (folder / generation.FACE_ROWS_FILE).unlink()
+    old = _Generation(folder, "fake-v1", dim)
+    assert [old.face_row(i).tobytes() for i in range(len(faces))] == written
     for img in images:
         if img.status != "failed":
             assert g.file(img.sha256[:16]) == img.path  # noface files too; the odd name exactly as os.open needs
