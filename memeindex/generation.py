@@ -263,13 +263,19 @@ def _v1_to_v2(table: pa.Table, kind: str) -> pa.Table:
 MIGRATIONS = {1: _v1_to_v2}
 
 
-def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
+def _upgrade(table: pa.Table, kind: str) -> pa.Table:
+    """`table` brought to SCHEMA_VERSION by each MIGRATIONS step from its own version up; a newer one is refused."""
     version = table_schema_version(table)
     if version > SCHEMA_VERSION:
         raise IndexMismatch(f"a {kind} table has schema {version}; this memeindex reads up to {SCHEMA_VERSION}")
     while version < SCHEMA_VERSION:
         table = MIGRATIONS[version](table, kind)
         version += 1
+    return table
+
+
+def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
+    table = _upgrade(table, kind)
     wanted = [n for n in schema.names if n in table.column_names]
     return table.select(wanted).cast(pa.schema([schema.field(n) for n in wanted]))
 
@@ -279,13 +285,7 @@ def _read_columns(path: Path, kind: str, schema: pa.Schema, columns: list[str], 
     stored = pq.read_schema(path)
     have = [c for c in columns if c in stored.names]
     table = pq.read_table(path, columns=have, read_dictionary=[c for c in dictionary if c in have])
-    table = table.replace_schema_metadata(stored.metadata)
-    version = table_schema_version(table)
-    if version > SCHEMA_VERSION:
-        raise IndexMismatch(f"a {kind} table has schema {version}; this memeindex reads up to {SCHEMA_VERSION}")
-    while version < SCHEMA_VERSION:
-        table = MIGRATIONS[version](table, kind)
-        version += 1
+    table = _upgrade(table.replace_schema_metadata(stored.metadata), kind)
     out = table.select(columns)
     fields = [out.schema.field(c) if c in dictionary else schema.field(c) for c in columns]
     return out.cast(pa.schema(fields, metadata=out.schema.metadata))
@@ -319,14 +319,21 @@ def face_rows(faces: pa.Table) -> np.ndarray:
 
 
 # -- plain file I/O ------------------------------------------------------------------------------------------------
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write to a temp file beside `path`, fsync, rename: a reader sees the old file or the new, never half."""
+@contextmanager
+def replacing(path: Path):
+    """A temp path beside `path` to write; once written it is fsynced and renamed over `path`, so a reader sees
+    the old file or the new, never half. Every file of a generation and of a checkpoint is written through here."""
     tmp = Path(f"{path}.tmp{os.getpid()}")
-    # Row groups of 64k rows: a reader streams a wide column (blendshapes) a group at a time, never whole.
-    pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
+    yield tmp
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    with replacing(path) as tmp:
+        # Row groups of 64k rows: a reader streams a wide column (blendshapes) a group at a time, never whole.
+        pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -334,24 +341,19 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def write_face_rows(faces: pa.Table, path: Path, batch: int = 65536) -> None:
-    """faces.rows of `faces` (temp + fsync + rename like the tables), a batch of rows at a time."""
-    tmp = Path(f"{path}.tmp{os.getpid()}")
+    """faces.rows of `faces`, a batch of rows at a time."""
     columns = faces.select(["frame", "box", "blendshapes"])
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         for start in range(0, faces.num_rows, batch):
             f.write(face_rows(columns.slice(start, batch)).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # -- facts ---------------------------------------------------------------------------------------------------------
 def write_facts(folder: Path, **facts) -> dict:
     facts = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              **facts}
-    tmp = folder / f"{FACTS_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(facts, indent=2) + "\n")
-    os.replace(tmp, folder / FACTS_FILE)
+    with replacing(folder / FACTS_FILE) as tmp:
+        tmp.write_text(json.dumps(facts, indent=2) + "\n")
     return facts
 
 
@@ -656,7 +658,8 @@ def write_generation(index_dir: IndexDir, faces: pa.Table, images: pa.Table, ind
     write_table(faces, tmp / FACES_FILE)
     write_table(images, tmp / IMAGES_FILE)
     write_face_rows(faces, tmp / FACE_ROWS_FILE)
-    vectors.write_index(index, tmp / INDEX_FILE)
+    with replacing(tmp / INDEX_FILE) as index_tmp:
+        vectors.write_index(index, index_tmp)
     write_facts(tmp, count=faces.num_rows, images=images.num_rows, **facts)
     return index_dir.publish(tmp)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,10 +198,8 @@ def recall_at_k(exact: np.ndarray, found: np.ndarray) -> float:
 
 
 def write_index(index, path: Path) -> None:
-    faiss = _faiss()
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    """Write `index` to `path` as it is (generation.write_generation writes it through a temp file + rename)."""
+    _faiss().write_index(index, str(path))
 
 
 def read_index(path: Path, facts: dict | None = None):
