@@ -1,4 +1,7 @@
-"""The `memeindex` command: each command is one library call; library errors become one clean line + exit code."""
+"""The `memeindex` command: each command is one library call; library errors become one clean line + exit code.
+
+The library returns data: `--json` prints its `to_dict()`, and the text people read is made here (`format_*`).
+"""
 from __future__ import annotations
 
 import json
@@ -88,7 +91,7 @@ def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_addres
     progress = sys.stderr.isatty() if progress is None else progress
     summary = run_build(images_dir, index_dir, Settings.from_env(), rebuild=rebuild, workers=workers,
                         progress=progress, backend=backend, ray_address=ray_address, index_type=index_type)
-    click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
+    click.echo(json.dumps(summary.to_dict()) if as_json else format_build(summary))
 
 
 @main.command()
@@ -288,6 +291,15 @@ def serve(index_dir, host, port):
     from .server import serve as run_server
 
     run_server(index_dir, host, port, Settings.from_env())
+
+
+# -- text for people: the library returns data (its to_dict() is the --json format); the words live here ----------
+def format_build(summary) -> str:
+    """One line: what an `indexer.BuildSummary` counted, then the model and detector, then the time."""
+    return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
+            "redetected={redetected} skipped={skipped} ignored={ignored} noface={noface} failed={failed} "
+            "(new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
+            "in {seconds:.1f}s").format(**summary.to_dict())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,12 +47,6 @@ class BuildSummary:
     detector: str = ""
     backend: str = ""
 
-    def line(self) -> str:
-        return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
-                "redetected={redetected} skipped={skipped} ignored={ignored} noface={noface} failed={failed} "
-                "(new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
-                "in {seconds:.1f}s").format(**asdict(self))
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -134,7 +128,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
             _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type)
             checkpoints.clear()
     summary.seconds = time.monotonic() - started
-    log.info("%s", summary.line())
+    log.info("build done: %s", summary.to_dict())
     return summary
 
 

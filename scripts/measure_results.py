@@ -106,11 +106,12 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import memeindex
+    from memeindex.cli import format_build
     from memeindex.quiet import native_stderr_filtered
     from memeindex.search import Searcher
 
     if not args.no_build:
-        print(memeindex.build(args.memes, args.index, progress=True).line(), file=sys.stderr)
+        print(format_build(memeindex.build(args.memes, args.index, progress=True)), file=sys.stderr)
     with native_stderr_filtered():
         searcher = Searcher(args.index)
         photos = queries(args.photos, args.queries, searcher.analyzer)

@@ -280,10 +280,10 @@ def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folde
 
 def test_build_from_a_script_read_on_stdin_does_not_hang(tmp_path, folder):
     # Worker processes cannot re-import a main script read from stdin: the build must still finish.
-    code = f"import memeindex; print(memeindex.build({str(folder)!r}, {str(tmp_path / 'index')!r}).line())"
+    code = f"import memeindex; print(memeindex.build({str(folder)!r}, {str(tmp_path / 'index')!r}).to_dict())"
     proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "indexed=3" in proc.stdout and "images=3" in proc.stdout
+    assert "'indexed': 3," in proc.stdout and "'images': 3," in proc.stdout
 
 
 def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder, grace_path):
