@@ -110,14 +110,14 @@ def query(image, k, face, sheet, index_dir, as_json):
 
     settings = Settings.from_env()
     if is_video(image):
-        from .video import format_segments, query_video
+        from .video import query_video
 
         if sheet:  # refuse before the work, not silently after it
             raise click.BadOptionUsage("sheet", "--sheet draws photo queries only, not videos (use --json for the "
                                                 "boxes and matches of each segment)")
         with native_stderr_filtered():
             segments = query_video(image, index_dir, k=k, settings=settings)
-        click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_segments(segments))
+        click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_video(segments))
         return
     from .search import Searcher
 
@@ -134,25 +134,9 @@ def query(image, k, face, sheet, index_dir, as_json):
                     raise click.FileError(str(sheet), hint=exc.strerror or str(exc)) from None
         finally:
             searcher.close()
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _table(result))
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_query(result))
     if sheet:
         click.echo(f"contact sheet: {written}", err=True)
-
-
-def _table(result) -> str:
-    f = result.query_face
-    lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
-             f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
-             f"{'#':>2}  {'score':>5}  {'dist':>5}  meme  [traits both faces show, 0-1]"]
-    for rank, m in enumerate(result.matches, 1):
-        lines.append(m.line(rank))
-        if m.variants:
-            lines.append(f"{'':>21}also: {', '.join(v.path for v in m.variants)}")
-    if not result.matches:
-        lines.append("    (the index holds no faces)")
-    if not result.calibrated:
-        lines.append(f"(no calibration for {result.model_id}: scores are 1 - distance/sqrt(2), not probabilities)")
-    return "\n".join(lines)
 
 
 @main.command()
@@ -300,6 +284,48 @@ def format_build(summary) -> str:
             "redetected={redetected} skipped={skipped} ignored={ignored} noface={noface} failed={failed} "
             "(new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
             "in {seconds:.1f}s").format(**summary.to_dict())
+
+
+def format_match(match, rank: int) -> str:
+    """One row of a result table (a `search.Match`): rank, score, distance, path, shared traits, variants, a weak
+    label."""
+    shared = f"  [{', '.join(str(t) for t in match.traits)}]" if match.traits else ""
+    variants = f"  +{len(match.variants)} variant{'s' if len(match.variants) > 1 else ''}" if match.variants else ""
+    weak = "  (weak match)" if match.weak else ""
+    return f"{rank:>2}  {match.score * 100:4.0f}%  {match.distance:5.3f}  {match.path}{shared}{variants}{weak}"
+
+
+def format_query(result) -> str:
+    """A photo query (a `search.QueryResult`): which face was asked, then one row per match and its variants."""
+    f = result.query_face
+    lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
+             f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
+             f"{'#':>2}  {'score':>5}  {'dist':>5}  meme  [traits both faces show, 0-1]"]
+    for rank, m in enumerate(result.matches, 1):
+        lines.append(format_match(m, rank))
+        if m.variants:
+            lines.append(f"{'':>21}also: {', '.join(v.path for v in m.variants)}")
+    if not result.matches:
+        lines.append("    (the index holds no faces)")
+    if not result.calibrated:
+        lines.append(f"(no calibration for {result.model_id}: scores are 1 - distance/sqrt(2), not probabilities)")
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def format_video(segments) -> str:
+    """A video query (`video.Segment`s): each segment's span, then its matches as rows of the result table."""
+    lines = []
+    for n, seg in enumerate(segments, 1):
+        lines.append(f"segment {n}  {_clock(seg.start)}-{_clock(seg.end)}  ({seg.frames} frame(s) with the face)")
+        lines += [f"  {format_match(m, rank)}" for rank, m in enumerate(seg.matches, 1)]
+        if not seg.matches:
+            lines.append("  (no matches: the index is empty)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,13 +60,6 @@ class Match:
                 "frame": int(self.frame), "traits": [t.to_dict() for t in self.traits],
                 "variants": [v.to_dict() for v in self.variants], "weak": bool(self.weak)}
 
-    def line(self, rank: int) -> str:
-        """One row of a result table: rank, score, distance, path, shared traits, variants, a weak label."""
-        shared = f"  [{', '.join(str(t) for t in self.traits)}]" if self.traits else ""
-        variants = f"  +{len(self.variants)} variant{'s' if len(self.variants) > 1 else ''}" if self.variants else ""
-        weak = "  (weak match)" if self.weak else ""
-        return f"{rank:>2}  {self.score * 100:4.0f}%  {self.distance:5.3f}  {self.path}{shared}{variants}{weak}"
-
 
 @dataclass
 class QueryResult:

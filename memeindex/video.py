@@ -194,18 +194,3 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
         if own:
             searcher.close()
 
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(max(0.0, seconds), 60)
-    return f"{int(minutes)}:{secs:04.1f}"
-
-
-def format_segments(segments: list[Segment]) -> str:
-    """Plain text: each segment's span, then its matches (distance, name, path; weak ones marked)."""
-    lines = []
-    for n, seg in enumerate(segments, 1):
-        lines.append(f"segment {n}  {_clock(seg.start)}-{_clock(seg.end)}  ({seg.frames} frame(s) with the face)")
-        lines += [f"  {m.line(rank)}" for rank, m in enumerate(seg.matches, 1)]
-        if not seg.matches:
-            lines.append("  (no matches: the index is empty)")
-    return "\n".join(lines)

@@ -6,9 +6,24 @@ functions on real queries.
 from __future__ import annotations
 
 from dataclasses import fields
+from types import SimpleNamespace
 
-from memeindex.cli import format_build
+from memeindex.cli import format_build, format_match, format_query, format_video
 from memeindex.indexer import BuildSummary
+from memeindex.search import Match, QueryResult, Variant
+from memeindex.traits import Trait
+from memeindex.video import Segment
+
+
+def match(path: str, score: float, variants: int = 0, weak: bool = False, traits=()) -> Match:
+    return Match(id="0" * 16, path=path, name=path, score=score, distance=(1 - score) * 2 ** 0.5, box=(0, 0, 9, 9),
+                 frame=0, traits=list(traits), variants=[Variant(f"{i:016x}", f"v/{path}-{i}.jpg")
+                                                         for i in range(variants)], weak=weak)
+
+
+def result(matches, calibrated=True) -> QueryResult:
+    face = SimpleNamespace(box=(10.2, 20.6, 110.4, 130.5), frame=0, score=0.9)
+    return QueryResult(faces=[face, face], face_index=1, matches=matches, model_id="m-v1", calibrated=calibrated)
 
 
 def test_build_line_names_every_count_of_the_summary():
@@ -19,3 +34,23 @@ def test_build_line_names_every_count_of_the_summary():
                                                                       if k != "failed_now"}
     assert f"(new {counts['failed_now']})" in line and said["model"] == "m-v1" and said["detector"] == "d7"
     assert line.startswith("memeindex build: ") and line.endswith(" in 12.3s") and "\n" not in line
+
+
+def test_match_rows_line_up_under_the_header():
+    rows = [format_match(m, rank) for rank, m in enumerate(
+        [match("a.jpg", 0.876, variants=1, traits=[Trait("smiling", 0.83)]), match("b.png", 0.05, 2, weak=True),
+         match("c.gif", 1.0)], 1)]
+    assert rows[0] == " 1    88%  0.175  a.jpg  [smiling 0.8]  +1 variant"
+    assert rows[1].endswith("b.png  +2 variants  (weak match)") and rows[2].endswith("c.gif")
+    header = format_query(result([])).splitlines()[1]
+    assert [r.index(p) for r, p in zip(rows, ("a.jpg", "b.png", "c.gif"))] == [header.index("meme")] * 3
+
+
+def test_video_segments_with_their_span_and_matches():
+    text = format_video([Segment(0.0, 2.25, [match("a.jpg", 0.9)], 9), Segment(62.5, 125.04, [], 3),
+                         Segment(-1.0, 0.5, [match("b.jpg", 0.4, weak=True)], 1)])
+    lines = text.splitlines()
+    assert lines[0] == "segment 1  0:00.0-0:02.2  (9 frame(s) with the face)"
+    assert lines[1] == "  " + format_match(match("a.jpg", 0.9), 1)
+    assert lines[2:4] == ["segment 2  1:02.5-2:05.0  (3 frame(s) with the face)", "  (no matches: the index is empty)"]
+    assert lines[4].startswith("segment 3  0:00.0-0:00.5") and lines[5].endswith("(weak match)")

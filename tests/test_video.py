@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import media_fixtures as media
+from memeindex.cli import format_video
 from memeindex.errors import FileMissing, NoFace, NotAnImage
-from memeindex.video import Segment, follow, format_segments, is_video, query_video
+from memeindex.video import Segment, follow, is_video, query_video
 
 pytest.importorskip("cv2")
 
@@ -29,7 +30,7 @@ def test_two_faces_two_segments(searcher, tmp_path):
     assert all(len(s.matches) == 3 for s in segments) and first.frames >= 6
     x0, y0, x1, y1 = first.box
     assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360  # in the video's own pixels
-    text = format_segments(segments)
+    text = format_video(segments)
     assert "segment 1  0:00.0-" in text and "segment 2" in text and "grace" in text and "astronaut" in text
     data = json.loads(json.dumps([s.to_dict() for s in segments]))
     assert data[1]["matches"][0]["path"].startswith("astronaut") and len(data[0]["matches"][0]["id"]) == 16
