@@ -204,13 +204,13 @@ def models_fetch(models_dir, timeout):
 @JSON
 def evaluate_cmd(dataset_dir, embedders, progress, as_json):
     """Score expression embedders on a labelled set (DATASET_DIR/index.csv)."""
-    from .evaluate import evaluate, format_report
+    from .evaluate import evaluate
     from .quiet import native_stderr_filtered
 
     progress = sys.stderr.isatty() if progress is None else progress
     with native_stderr_filtered() as live_stderr:
         result = evaluate(dataset_dir, models=list(embedders) or None, progress=progress and live_stderr)
-    click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+    click.echo(json.dumps(result, indent=2) if as_json else format_eval(result))
 
 
 @main.group()
@@ -325,6 +325,33 @@ def format_video(segments) -> str:
         lines += [f"  {format_match(m, rank)}" for rank, m in enumerate(seg.matches, 1)]
         if not seg.matches:
             lines.append("  (no matches: the index is empty)")
+    return "\n".join(lines)
+
+
+def format_eval(result: dict) -> str:
+    """The figures of `evaluate.evaluate` as a table, one column per model."""
+    models = list(result["models"])
+    rows = [("faces found", lambda m: f"{m['faces']} in {m['images']}/{result['images']} images")]
+
+    def num(key, fmt="{:.3f}"):
+        return lambda m: "-" if m.get(key) is None else fmt.format(m[key])
+
+    rows += [("P@1 (cross-identity)", num("P@1")), ("P@3 (cross-identity)", num("P@3")),
+             ("mAP (cross-identity)", num("mAP"))]
+    if any(m.get("triplet") is not None for m in result["models"].values()):
+        rows.append(("triplet (raters, chance 0.333)",
+                     lambda m: "-" if m.get("triplet") is None else f"{m['triplet']:.3f} of {m['triplets']}"))
+    if any("identity" in m for m in result["models"].values()):
+        rows.append(("identity-blind (1 = ideal)", num("identity")))
+        rows.append(("  d same expr / other person", num("d_same_expr_other_person")))
+        rows.append(("  d other expr / same person", num("d_other_expr_same_person")))
+    cells = [[name] + [fn(result["models"][m]) for m in models] for name, fn in rows]
+    header = ["", *models]
+    widths = [max(len(str(r[c])) for r in [header, *cells]) for c in range(len(header))]
+    lines = [f"{result['dataset']}: {result['images']} images"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    for r in cells:
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
 
 

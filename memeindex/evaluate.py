@@ -144,29 +144,3 @@ def evaluate(dataset_dir: str | Path, models=None, settings=None, progress=True)
             close()
     return result
 
-
-def format_report(result: dict) -> str:
-    """The figures of `evaluate` as a table, one column per model."""
-    models = list(result["models"])
-    rows = [("faces found", lambda m: f"{m['faces']} in {m['images']}/{result['images']} images")]
-
-    def num(key, fmt="{:.3f}"):
-        return lambda m: "-" if m.get(key) is None else fmt.format(m[key])
-
-    rows += [("P@1 (cross-identity)", num("P@1")), ("P@3 (cross-identity)", num("P@3")),
-             ("mAP (cross-identity)", num("mAP"))]
-    if any(m.get("triplet") is not None for m in result["models"].values()):
-        rows.append(("triplet (raters, chance 0.333)",
-                     lambda m: "-" if m.get("triplet") is None else f"{m['triplet']:.3f} of {m['triplets']}"))
-    if any("identity" in m for m in result["models"].values()):
-        rows.append(("identity-blind (1 = ideal)", num("identity")))
-        rows.append(("  d same expr / other person", num("d_same_expr_other_person")))
-        rows.append(("  d other expr / same person", num("d_other_expr_same_person")))
-    cells = [[name] + [fn(result["models"][m]) for m in models] for name, fn in rows]
-    header = ["", *models]
-    widths = [max(len(str(r[c])) for r in [header, *cells]) for c in range(len(header))]
-    lines = [f"{result['dataset']}: {result['images']} images"]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    for r in cells:
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-    return "\n".join(lines)

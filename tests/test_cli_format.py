@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from types import SimpleNamespace
 
-from memeindex.cli import format_build, format_match, format_query, format_video
+from memeindex.cli import format_build, format_eval, format_match, format_query, format_video
 from memeindex.indexer import BuildSummary
 from memeindex.search import Match, QueryResult, Variant
 from memeindex.traits import Trait
@@ -54,3 +54,19 @@ def test_video_segments_with_their_span_and_matches():
     assert lines[1] == "  " + format_match(match("a.jpg", 0.9), 1)
     assert lines[2:4] == ["segment 2  1:02.5-2:05.0  (3 frame(s) with the face)", "  (no matches: the index is empty)"]
     assert lines[4].startswith("segment 3  0:00.0-0:00.5") and lines[5].endswith("(weak match)")
+
+
+def test_eval_table_one_aligned_column_per_model():
+    figures = {"faces": 40, "images": 38, "P@1": 0.5, "P@3": 0.41234, "mAP": 0.333, "triplet": 0.61,
+               "triplets": 2000}
+    text = format_eval({"dataset": "/data/fer", "images": 50, "models": {
+        "blendshapes-v1": figures, "expression-v1": {**figures, "P@1": None, "triplet": None}}})
+    lines = text.splitlines()
+    assert lines[0] == "/data/fer: 50 images"
+    first, second = lines[1].index("blendshapes-v1"), lines[1].index("expression-v1")
+    assert all(line[c - 2:c] == "  " and line[c] != " " for line in lines[2:] for c in (first, second))
+    table = {line[:first].strip(): (line[first:second].strip(), line[second:]) for line in lines[2:]}
+    assert table["faces found"] == ("40 in 38/50 images", "40 in 38/50 images")
+    assert table["P@1 (cross-identity)"] == ("0.500", "-") and table["P@3 (cross-identity)"][0] == "0.412"
+    assert table["triplet (raters, chance 0.333)"] == ("0.610 of 2000", "-")
+    assert not any("identity-blind" in line for line in lines)  # no identity figures: no identity rows

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memeindex.evaluate import format_report, read_index
+from memeindex.cli import format_eval
+from memeindex.evaluate import read_index
 from memeindex.metrics import (identity_metrics, js_distance, retrieval_metrics, sample_triplets, score, subject_ids,
                                triplet_accuracy)
 
@@ -118,7 +119,7 @@ def test_score_and_report_shape():
     result = {"dataset": "toy", "images": 5,
               "models": {"m1": {"faces": 4, "images": 4, **figures},
                          "m2": {"faces": 4, "images": 4, **figures, "triplet": None, "triplets": 0}}}
-    text = format_report(result)
+    text = format_eval(result)
     assert "m1" in text and "m2" in text and "P@3" in text and "triplet" in text
     json.dumps(result)
 
@@ -162,4 +163,4 @@ def test_evaluate_on_shared_subset(tmp_path):
         assert 40 <= m["images"] <= 60
         assert 0 <= m["P@1"] <= 1 and 0 <= m["P@3"] <= 1 and 0 <= m["mAP"] <= 1
         assert m["triplet"] is None or 0 <= m["triplet"] <= 1
-    assert "P@3" in format_report(result)
+    assert "P@3" in format_eval(result)
