@@ -286,6 +286,16 @@ def format_build(summary) -> str:
             "in {seconds:.1f}s").format(**summary.to_dict())
 
 
+VARIANTS_SHOWN = 3  # a template of many files would run its "also:" line off the screen; --json lists them all
+
+
+def _some(names: list[str], shown: int) -> str:
+    """The first `shown` names, then how many more: "a.jpg, b.jpg, c.jpg and 7 more"."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
 def format_match(match, rank: int) -> str:
     """One row of a result table (a `search.Match`): rank, score, distance, path, shared traits, variants, a weak
     label."""
@@ -304,7 +314,7 @@ def format_query(result) -> str:
     for rank, m in enumerate(result.matches, 1):
         lines.append(format_match(m, rank))
         if m.variants:
-            lines.append(f"{'':>21}also: {', '.join(v.path for v in m.variants)}")
+            lines.append(f"{'':>21}also: {_some([v.path for v in m.variants], VARIANTS_SHOWN)}")
     if not result.matches:
         lines.append("    (the index holds no faces)")
     if not result.calibrated:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from types import SimpleNamespace
 
-from memeindex.cli import format_build, format_eval, format_match, format_query, format_video
+from memeindex.cli import VARIANTS_SHOWN, format_build, format_eval, format_match, format_query, format_video
 from memeindex.indexer import BuildSummary
 from memeindex.search import Match, QueryResult, Variant
 from memeindex.traits import Trait
@@ -44,6 +44,20 @@ def test_match_rows_line_up_under_the_header():
     assert rows[1].endswith("b.png  +2 variants  (weak match)") and rows[2].endswith("c.gif")
     header = format_query(result([])).splitlines()[1]
     assert [r.index(p) for r, p in zip(rows, ("a.jpg", "b.png", "c.gif"))] == [header.index("meme")] * 3
+
+
+def test_query_table_caps_a_long_variant_list_but_json_keeps_it():
+    many = match("top.jpg", 0.9, variants=VARIANTS_SHOWN + 7)
+    few = match("two.jpg", 0.5, variants=VARIANTS_SHOWN)
+    lines = format_query(result([many, few], calibrated=False)).splitlines()
+    assert lines[0] == "query face 2 of 2 at (10,21)-(110,130), model m-v1"
+    assert f"+{VARIANTS_SHOWN + 7} variants" in lines[2]
+    shown = ", ".join(v.path for v in many.variants[:VARIANTS_SHOWN])
+    assert lines[3].strip() == f"also: {shown} and 7 more"
+    assert lines[5].strip() == f"also: {', '.join(v.path for v in few.variants)}"  # short lists stay whole
+    assert lines[-1].startswith("(no calibration for m-v1")
+    assert len(many.to_dict()["variants"]) == VARIANTS_SHOWN + 7
+    assert format_query(result([])).splitlines()[2] == "    (the index holds no faces)"
 
 
 def test_video_segments_with_their_span_and_matches():
