@@ -300,6 +300,12 @@ class Searcher:
     def root(self) -> Path:
         return self._gen.root
 
+    @property
+    def loaded_generation(self) -> _Generation:
+        """The generation searches use now (its FAISS `index`, `facts`, and per face row `meme_id`, `path`,
+        `face_row`), for measurements: read it, never change it. A reload swaps in another object."""
+        return self._gen
+
     def reload_if_changed(self) -> bool:
         stamp = self.index_dir.pointer_stamp()
         if stamp == self._stamp:

@@ -190,7 +190,7 @@ def measure(scratch: Path) -> dict:
     t0 = time.perf_counter()
     searcher = Searcher(scratch / "index")
     load_s = time.perf_counter() - t0
-    gen = searcher._gen
+    gen = searcher.loaded_generation
     for q in queries[:5]:  # warm-up: first-touch of pages and code
         searcher.search_vector(q, k=3)
     times = []

@@ -83,7 +83,7 @@ def without_templates(searcher, vector: np.ndarray, k: int) -> list[dict]:
     """The k nearest distinct files, as the index answered before templates (for comparison only)."""
     from memeindex import vectors
 
-    gen = searcher._gen  # noqa: SLF001 (a measurement reaching past the public API on purpose)
+    gen = searcher.loaded_generation
     dist, ids = vectors.search(gen.index, np.asarray(vector, np.float32)[None, :], min(gen.index.ntotal, 64 * k))
     out, seen = [], set()
     for i in ids[0]:
