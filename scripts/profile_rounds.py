@@ -7,7 +7,7 @@ Runs memeindex.faces.FaceDetector (one inference thread, so a model run's CPU ti
 on every frame memeindex.images.decode gives, and books each model run (detector, full-range, mesh, blendshapes)
 to the round it belongs to: `first` (the full frame, what the plain Face Landmarker does), `pad` (close-up),
 `detector-tiles` (panels, quarters), `full-frame` and `full-tiles` (the full-range detector), `turned` (the turned
-mesh retry); `agree` counts the faces the detector agreement adds. A profiling aid, not a test: it wraps the
+mesh retry), `rescue` (the last resort for a frame without a face); `agree` counts the faces the detector agreement adds. A profiling aid, not a test: it wraps the
 detector's private methods, so it follows memeindex/faces/detector.py and may need a touch when that changes.
 """
 from __future__ import annotations
@@ -64,14 +64,15 @@ def main(argv=None) -> int:
 
     region, confirm = det_mod.FaceDetector._detect_region, det_mod.FaceDetector._confirm
     retry, agree = det_mod.FaceDetector._turned_retry, det_mod.FaceDetector._agree
+    rescue = det_mod.FaceDetector._rescue
 
-    def _detect_region(self, pyr, x0, y0, x1, y1, value=0, min_score=None, model="detector"):
+    def _detect_region(self, pyr, x0, y0, x1, y1, value=0, min_score=None, model="detector", weak=None):
         whole = (x0, y0, x1, y1) == (0, 0, *cur["size"])
         if cur["round"] is None:  # a frame's first run: the full frame, short-range
             cur["round"] = "first"
         else:
             cur["round"] = "pad" if x0 < 0 else f"{model}-{'frame' if whole else 'tiles'}"
-        return region(self, pyr, x0, y0, x1, y1, value, min_score, model)
+        return region(self, pyr, x0, y0, x1, y1, value, min_score, model, weak)
 
     def _confirm(self, pyr, dets, seen, model):
         added = confirm(self, pyr, dets, seen, model)
@@ -81,6 +82,12 @@ def main(argv=None) -> int:
     def _turned_retry(self, pyr, seen):
         cur["round"] = "turned"
         added = retry(self, pyr, seen)
+        book(seen)
+        return added
+
+    def _rescue(self, pyr, seen, weak, w, h):
+        cur["round"] = "rescue"
+        added = rescue(self, pyr, seen, weak, w, h)
         book(seen)
         return added
 
@@ -94,6 +101,7 @@ def main(argv=None) -> int:
     det_mod.FaceDetector._confirm = _confirm
     det_mod.FaceDetector._turned_retry = _turned_retry
     det_mod.FaceDetector._agree = _agree
+    det_mod.FaceDetector._rescue = _rescue
 
     frames = 0
     for path in files:

@@ -302,14 +302,34 @@ def test_no_face_in_the_faceless_labelled_memes(detector):
 
     if not LABELS.is_file() or not SHARED_MEMES.is_dir():
         pytest.skip("labels or ../shared/data absent")
-    # The dev rows (tune + heldout): faceless memes (real animals' faces left out) the thresholds were chosen to keep
+    # The dev rows (tune, heldout, tune2): faceless memes (real animals' faces left out) the thresholds were chosen to keep
     # faceless, a regression guard. The test rows' false faces are measured by scripts/measure_detection.py.
     with open(LABELS, newline="") as f:
         names = [r["file"] for r in csv.DictReader(f)
-                 if r["label"] == "none" and "animal" not in r["notes"] and r["split"] in ("tune", "heldout")]
-    assert len(names) >= 30
+                 if r["label"] == "none" and "animal" not in r["notes"] and r["split"] in ("tune", "heldout", "tune2")]
+    assert len(names) >= 60
     with_faces = [n for n in names if detector.detect(shared_meme(n))]
     assert with_faces == []
+
+
+# Dev rows of meme_labels.csv that detector 2 missed and _rescue (detector 3) finds: a tiny face (~20 px in 500x375) the
+# short-range detector does not see and the full-range one scores 0.33, which the mesh confirms upright and turned both
+# ways; and a half-turned head whose short-range box (0.61) the mesh doubts upright but is certain of turned by 45 degrees.
+@pytest.mark.shared
+@pytest.mark.parametrize("name, where", [
+    ("imgflip/348-Jack-Sparrow-Being-Chased.jpg", (0.5, 0.3, 0.6, 0.42)),  # his face, in fractions of the frame
+    ("imgflip/67-Domino-Effect.jpg", (0.6, 0.3, 0.75, 0.5)),  # the man on the right
+])
+def test_missed_memes_found_by_the_rescue(detector, name, where):
+    rgb = shared_meme(name)
+    h, w = rgb.shape[:2]
+    faces = detector.detect(rgb)
+    assert len(faces) == 1, [f.box for f in faces]
+    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
+    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
+    assert np.isfinite(faces[0].blendshapes).all() and faces[0].landmarks.shape == (478, 3)
+    with FaceDetector(Settings.from_env(models_dir=MODELS, second_pass=False)) as first_pass_only:
+        assert first_pass_only.detect(rgb) == []
 
 
 # -- no face ---------------------------------------------------------------------------------------------------
