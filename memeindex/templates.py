@@ -14,8 +14,9 @@ Two files are the same template when
   within the noise of a re-encode, by both the embedding and the 52 blendshapes.
 
 `assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
-file regroups its neighbours too. The close pairs come from exact FAISS range searches (hashes and embeddings),
-so only they reach Python: 0.2 s for the 758 shared memes, 2 s for 20,000 files, 16 s for 60,000 (quadratic, in C).
+file regroups its neighbours too. The close pairs come from FAISS range searches (hashes of the faceless pictures against all, embeddings of
+all faces), so only they reach Python; face pairs are searched in an inverted file above `EXACT_PAIRS_MAX` faces
+(exact search is quadratic). `scripts/bench_templates.py` measures time and planted near-duplicates recovered.
 
 Embedding distances depend on the embedder: the same face in two copies of one picture is ~7x farther apart under
 expression-v2 than under expression-v1. `FACE_MATCH`'s embedding limits are written in `REFERENCE_MODEL`'s units
@@ -137,32 +138,58 @@ def face_match(model_id: str | None) -> tuple[tuple[int, float, float], ...]:
     return tuple((bits, blend, emb * scale) for bits, blend, emb in FACE_MATCH)
 
 
+# Face pairs over more faces than this are searched approximately. An exact range search compares every face with
+# every other (16 s for 60,000 files, projected ~75 min at a million, paid by every incremental publish); an
+# inverted file compares a face only with the faces of the few cells nearest to it, and a near-duplicate, being
+# near, shares its cell or sits in a probed neighbour (scripts/bench_templates.py: planted near-duplicates
+# recovered, and time). Hashes stay exact: only the faceless pictures are searched for, and 64-bit hashes of
+# unrelated pictures have no cells to find (random bits: an inverted file lost 5 % of faceless copies).
+EXACT_PAIRS_MAX = 50_000
+PAIR_CELL_ROWS = 256  # faces per cell of the inverted file (its cell count is faces / this)
+PAIR_PROBES = 8  # cells searched per face
+PAIR_TRAIN_PER_CELL = 64  # k-means sample per cell: enough for cells of near faces, a fraction of them at 1M
+
+
 def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs i < j of unit rows within `max_distance` (L2), with their distances: a FAISS range search (exact,
-    in C, threaded), so only the close pairs ever reach Python."""
+    """Pairs i < j of unit rows within `max_distance` (L2), with their distances: a FAISS range search (in C,
+    threaded), exact up to EXACT_PAIRS_MAX rows, so only the close pairs ever reach Python."""
     import faiss
 
-    index = faiss.IndexFlatIP(emb.shape[1])
-    index.add(np.ascontiguousarray(emb, np.float32))
-    lims, sims, ids = index.range_search(np.ascontiguousarray(emb, np.float32), 1.0 - max_distance ** 2 / 2.0)
-    rows = np.repeat(np.arange(len(emb)), np.diff(lims).astype(np.int64))
-    keep = rows < ids
-    dist = np.sqrt(np.maximum(2.0 - 2.0 * sims[keep], 0.0))
-    return rows[keep], ids[keep].astype(np.int64), dist
+    x = np.ascontiguousarray(emb, np.float32)
+    n, dim = x.shape
+    if n <= EXACT_PAIRS_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        cells = max(1, n // PAIR_CELL_ROWS)
+        sample = np.random.default_rng(0).choice(n, min(n, cells * PAIR_TRAIN_PER_CELL), replace=False)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # the sample is sized on purpose: no warning about it
+        index.train(x[np.sort(sample)])
+        index.nprobe = PAIR_PROBES
+    index.add(x)
+    lims, sims, ids = index.range_search(x, 1.0 - max_distance ** 2 / 2.0)
+    rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
+    keep = (rows != ids) & (ids >= 0)
+    rows, ids, sims = rows[keep], ids[keep].astype(np.int64), sims[keep]
+    # An approximate search may see a pair from one side only: both sides count, each pair once.
+    lo, hi = np.minimum(rows, ids), np.maximum(rows, ids)
+    first = np.unique(np.stack([lo, hi], 1), axis=0, return_index=True)[1] if len(lo) else np.zeros(0, np.int64)
+    return lo[first], hi[first], np.sqrt(np.maximum(2.0 - 2.0 * sims[first], 0.0))
 
 
-def _close_hashes(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs i < j of 64-bit hashes within `max_bits`, with their distances (FAISS binary range search)."""
+def _close_hashes(hashes: np.ndarray, queries: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (q, j), q in `queries` (row numbers), j != q, of 64-bit hashes within `max_bits`, with their distances
+    (an exact FAISS binary range search). A pair of two queries comes twice, once from each side."""
     import faiss
 
-    if not len(hashes):
+    if not len(hashes) or not len(queries):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     codes = np.ascontiguousarray(hashes.astype(">u8").view(np.uint8).reshape(-1, 8))
     index = faiss.IndexBinaryFlat(64)
     index.add(codes)
-    lims, bits, ids = index.range_search(codes, max_bits + 1)  # radius is exclusive
-    rows = np.repeat(np.arange(len(hashes)), np.diff(lims).astype(np.int64))
-    keep = (rows < ids) & (bits <= max_bits)
+    lims, bits, ids = index.range_search(np.ascontiguousarray(codes[queries]), max_bits + 1)  # radius is exclusive
+    rows = np.repeat(np.asarray(queries, np.int64), np.diff(lims).astype(np.int64))
+    keep = (rows != ids) & (bits <= max_bits)
     return rows[keep], ids[keep].astype(np.int64), bits[keep].astype(np.int64)
 
 
@@ -255,13 +282,12 @@ def assign(images, faces, model_id: str | None = None, rules=None) -> dict[str, 
             ui, uj = int(face_unit[i]), int(face_unit[j])
             if _faces_agree(_bits(hash_int, known, ui, uj), float(db), float(de), rules):
                 groups.union(ui, uj)
-    # Pictures alike by their hash alone: both faceless, or one with faces and one without.
+    # Pictures alike by their hash alone: both faceless, or one with faces and one without (two with faces need a
+    # face pair, above), so only the faceless ones are searched for.
     idx = np.flatnonzero(known)
-    rows, cols, bits = _close_hashes(hash_int[idx], SAME_PICTURE_BITS)
+    rows, cols, bits = _close_hashes(hash_int[idx], np.flatnonzero(~has_faces[idx]), SAME_PICTURE_BITS)
     for r, c, b in zip(rows, cols, bits):
         ui, uj = int(idx[r]), int(idx[c])
-        if has_faces[ui] and has_faces[uj]:
-            continue  # both with faces: only a face pair may join them (above)
         limit = SAME_PICTURE_BITS if not (has_faces[ui] or has_faces[uj]) else LONE_FACE_BITS
         if b <= limit:
             groups.union(ui, uj)
