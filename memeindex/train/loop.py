@@ -283,7 +283,8 @@ def train_v2(config: V2Config) -> Result:
     parity = export.assert_parity(keras_out, lite_out)
     val_join = join(branches(val, crop), flip, probs_weight, config.feature_weight)
     numpy_out = _l2((val_join[:96] - mean) @ basis)
-    export.assert_parity(numpy_out, keras_out, 1e-3, 0.9999)  # the model computes what was selected
+    # the model computes what was selected (numpy over the cached branch outputs: float32 LiteRT face-api, v1 file)
+    export.assert_parity(numpy_out, keras_out, export.PARITY_MAX_ABS, 0.9999)
     summary = {
         "model_id": f"expression-{config.version}", "dim": dim, "color_crop": crop, "flip_average": flip,
         "probs_weight": probs_weight, "feature_weight": config.feature_weight,
