@@ -83,13 +83,18 @@ def _check_index_type(ctx, param, value):
 @click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE", callback=_check_index_type,
               help="FAISS index: auto (default: exact for small collections, ivfsq above), flat (exact), hnsw, "
               "ivfsq or ivfpq (approximate). Recorded in index.json with the recall@3 measured at build time.")
+@click.option("--fast", is_flag=True,
+              help="Detect faces in the full frame only, as the plain Face Landmarker does (~1.7x faster, ~28% fewer "
+              "faces: no small, close-up, turned or cartoon rescue rounds). A later build without it re-analyses "
+              "the files this one found no face in.")
 @JSON
-def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, index_type, as_json):
+def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, index_type, fast, as_json):
     """Index the faces of every image under IMAGES_DIR (incremental)."""
     from .indexer import build as run_build
 
     progress = sys.stderr.isatty() if progress is None else progress
-    summary = run_build(images_dir, index_dir, Settings.from_env(), rebuild=rebuild, workers=workers,
+    settings = Settings.from_env(**({"second_pass": False} if fast else {}))
+    summary = run_build(images_dir, index_dir, settings, rebuild=rebuild, workers=workers,
                         progress=progress, backend=backend, ray_address=ray_address, index_type=index_type)
     click.echo(json.dumps(summary.to_dict()) if as_json else format_build(summary))
 
@@ -161,11 +166,12 @@ def check(index_dir, as_json):
     """Verify an index (files, row counts, images vs faces, vectors, facts vs model); exits non-zero on damage."""
     from .embedders import get_embedder
     from .errors import IndexDamaged
-    from .faces import DETECTOR_VERSION
+    from .faces import detector_id
     from .generation import check as check_index
 
-    embedder = get_embedder(Settings.from_env())
-    report = check_index(index_dir, embedder.model_id, embedder.dim, DETECTOR_VERSION)
+    settings = Settings.from_env()
+    embedder = get_embedder(settings)
+    report = check_index(index_dir, embedder.model_id, embedder.dim, detector_id(settings))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

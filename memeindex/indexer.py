@@ -70,7 +70,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     root = Path(root).expanduser().resolve()
     idx = IndexDir(index_dir or settings.index_dir)
     embedder = get_embedder(settings)
-    model_id, dim, detector = embedder.model_id, embedder.dim, detector_version()
+    model_id, dim, detector = embedder.model_id, embedder.dim, detector_version(settings)
     backend_name = backend or settings.backend
     if not root.is_dir():
         raise RootMissing(f"image folder {root} does not exist: refusing to touch the index")

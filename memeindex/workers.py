@@ -28,10 +28,10 @@ def silence_native_stderr() -> None:
     os.close(devnull)
 
 
-def detector_version() -> str:
-    from .faces import DETECTOR_VERSION
+def detector_version(settings: Settings) -> str:
+    from .faces import detector_id
 
-    return DETECTOR_VERSION
+    return detector_id(settings)
 
 
 class Analysis:
@@ -45,7 +45,7 @@ class Analysis:
         # settings.embedder names the model; num_threads: the cores this process may use for inference
         self.analyzer = FaceAnalyzer(settings, num_threads=num_threads)
         self.model_id = self.analyzer.embedder.model_id
-        self.detector = detector_version()
+        self.detector = detector_version(settings)
 
     def read(self, task: Task) -> tuple[bytes, FileRef]:
         """The file's bytes and the FileRef describing exactly them. Raises OSError / MemeIndexError."""

@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_build.py [--memes ../shared/data/memes] [--limit N] [--workers 1,2] [--repeat R]
     .venv/bin/python scripts/bench_build.py --paired [--limit N]
+    .venv/bin/python scripts/bench_build.py --fast [--paired]   # the build as `memeindex build --fast` runs it
 
 The images are linked (symlinks, never copies) into a temporary folder, so both sides see exactly the same
 files. "plain" is the ceiling: each process creates its own mediapipe FaceLandmarker (num_faces=8, default
@@ -166,7 +167,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the median is printed")
     ap.add_argument("--skip-build", action="store_true", help="measure only the plain loop")
     ap.add_argument("--paired", action="store_true", help="one process, plain and build alternating per file")
+    ap.add_argument("--fast", action="store_true",
+                    help="the build as `memeindex build --fast` runs it: the full frame only")
     args = ap.parse_args(argv)
+    if args.fast:  # what --fast sets; the build's worker processes read their settings from the environment
+        os.environ["MEMEINDEX_SECOND_PASS"] = "0"
 
     from memeindex.settings import Settings
 

@@ -269,3 +269,31 @@ def test_a_build_with_nothing_to_do_clears_stale_checkpoints(tmp_path, two):
     assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
     assert IndexDir(index).generation().folder == g.folder and not list(partial.glob("*.parquet"))
     assert json.loads(run("info", "--index", index, "--json").stdout)["building"] is False
+
+
+def test_fast_build_then_a_full_build_finds_what_only_the_rounds_see(tmp_path, grace_rgb):
+    """`build --fast` runs the full frame only (the plain landmarker's coverage) and says so in the detector it
+    records; a later build without it re-analyses the files the full frame found no face in, and only those."""
+    from PIL import Image
+
+    root = tmp_path / "memes"
+    save(grace_rgb, root / "grace.jpg", quality=90)
+    small = Image.fromarray(grace_rgb)
+    small = np.asarray(small.resize((300, round(small.height * 300 / small.width)), Image.LANCZOS))
+    strip = np.full((1400, 500, 3), 255, np.uint8)  # a tall strip: the full frame's letterbox shrinks the face
+    strip[100:100 + small.shape[0], 40:340] = small
+    save(strip, root / "strip.png")
+    index = tmp_path / "index"
+
+    fast = json.loads(run("build", root, "--index", index, "--backend", "inprocess", "--fast", "--json").stdout)
+    rows = _images(index)
+    assert (rows["grace.jpg"]["status"], rows["strip.png"]["status"]) == ("faces", "noface")
+    assert fast["detector"] == IndexDir(index).generation().facts["detector"] == rows["strip.png"]["detector"]
+    assert fast["detector"].endswith("-full-frame")
+
+    full = json.loads(run("build", root, "--index", index, "--backend", "inprocess", "--json").stdout)
+    rows = _images(index)
+    assert (full["redetected"], full["indexed"], full["unchanged"]) == (1, 1, 1)
+    assert rows["strip.png"]["status"] == "faces" and rows["strip.png"]["detector"] == full["detector"]
+    assert not full["detector"].endswith("-full-frame")
+    assert run("check", "--index", index).exit_code == 0

@@ -107,7 +107,7 @@ class PoolBackend:
         self._factory = analysis_factory
         from ..workers import detector_version
 
-        self.detector = detector_version()
+        self.detector = detector_version(settings)
         # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
         self._ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
         self.pids: list[int] = []  # worker pids, for tests and monitors

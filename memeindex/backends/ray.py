@@ -47,7 +47,7 @@ class RayBackend:
 
         self._ray = ray
         self.root, self.settings, self.model_id = Path(root), settings, model_id
-        self.detector = detector_version()
+        self.detector = detector_version(settings)
         self._started_ray = False
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,

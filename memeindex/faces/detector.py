@@ -53,6 +53,16 @@ log = logging.getLogger(__name__)
 # detector found no face in.
 DETECTOR_VERSION = "3"  # 2: full-range detector, detector agreement, turned mesh retry; 3: _rescue, lower full-range gates
 
+FULL_FRAME_ONLY = "-full-frame"  # marks the detector id of a build without the rounds after the full frame
+
+
+def detector_id(settings: Settings) -> str:
+    """What rows and index facts record as the detector that analysed a file: DETECTOR_VERSION, marked when the
+    rounds after the full frame are off (`memeindex build --fast`), so that a later build with them re-analyses
+    the files the full frame alone found no face in."""
+    return DETECTOR_VERSION if settings.second_pass else DETECTOR_VERSION + FULL_FRAME_ONLY
+
+
 ROI_SCALE = 1.5  # mesh crop side / detector box side (face_landmarker_graph)
 MIN_PRESENCE = 0.5  # face mesh presence needed to keep a box (the task's min_face_presence_confidence)
 WIDE = 1.6  # long/short side ratio past which faces shrink in the letterbox: panels run even after a hit
