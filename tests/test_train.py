@@ -53,3 +53,29 @@ def test_runtime_embedding_never_imports_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_geometry_is_the_rank_correlation_of_pairwise_similarities():
+    from memeindex.train.loop import _l2, geometry
+
+    rng = np.random.default_rng(0)
+    x = _l2(rng.normal(size=(60, 16)))
+    rotation, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    assert geometry(x @ rotation, x, n=60, seed=0) > 0.9999  # a rotation keeps every pairwise similarity
+    assert abs(geometry(_l2(rng.normal(size=(60, 16))), x, n=60, seed=0)) < 0.1  # unrelated faces: none kept
+    assert 0.3 < geometry(_l2(x + 0.15 * rng.normal(size=x.shape)), x, n=60, seed=0) < 0.9999
+
+
+def test_readout_choice_keeps_the_floors_geometry_and_the_smallest_size_within_the_margin():
+    from memeindex.train.loop import choose_readout
+
+    def t(crop, w, dim, geometry, score):
+        return {"crop": crop, "probs_weight": w, "dim": dim, "geometry": geometry, "score": score}
+
+    trials = [t("box10", 0.0, 64, 0.80, 1.580), t("box10", 0.0, 128, 0.81, 1.584),
+              t("box10", 0.5, 64, 0.79, 1.600),  # better FER score, less geometry than the floor: not eligible
+              t("aligned", 0.0, 64, 0.70, 1.650)]
+    chosen, floor = choose_readout(trials, "box10", 0.005)
+    assert floor is trials[0] and chosen is trials[0]  # 128 is within the margin of 64
+    chosen, _ = choose_readout(trials, "box10", 0.001)
+    assert chosen is trials[1]  # a larger size that wins by more than the margin

@@ -169,6 +169,22 @@ def pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
     return mean.astype(np.float32), vt[:dim].T.astype(np.float32), float(var[:dim].sum() / var.sum())
 
 
+def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float) -> tuple[dict, dict]:
+    """(chosen, floor) among read-out trials, each with crop, probs_weight, dim, geometry and a validation score.
+
+    floor: the issue's untrained recipe (the reference crop, no probabilities block, the smallest size). Eligible:
+    the trials that keep at least the floor's geometry. Chosen: the eligible trial with the best validation score,
+    then the smallest size of its crop and weight that comes within dim_margin of that score.
+    """
+    floor = min((t for t in candidates if t["crop"] == ref_crop and t["probs_weight"] == 0.0),
+                key=lambda t: t["dim"])
+    eligible = [t for t in candidates if t["geometry"] >= floor["geometry"]]
+    best = max(eligible, key=lambda t: t["score"])
+    chosen = min((t for t in eligible if (t["crop"], t["probs_weight"]) == (best["crop"], best["probs_weight"])
+                  and t["score"] + dim_margin >= best["score"]), key=lambda t: t["dim"])
+    return chosen, floor
+
+
 def train_v2(config: V2Config) -> Result:
     """expression-v2: v1 ++ face-api.js's feature (++ its class probabilities), a centred PCA read-out fitted on
     unlabelled faces, every choice made by the rule in models/README.md ("Selection"), all trials recorded."""
@@ -252,15 +268,7 @@ def train_v2(config: V2Config) -> Result:
             fig = _selection_score(_l2(val_join), val_labels, triplets)
             trials.append({"stage": "no read-out (the join itself, not a candidate)", "crop": crop, "flip": flip,
                            "probs_weight": w, **fig})
-    floor = next(t for t in candidates if t["crop"] == ref_crop and t["probs_weight"] == 0.0
-                 and t["dim"] == min(config.dims))
-    eligible = [t for t in candidates if t["geometry"] >= floor["geometry"]]
-    chosen = max(eligible, key=lambda t: t["score"])
-    for t in sorted(eligible, key=lambda t: t["dim"]):  # the smallest size within the margin of the best
-        if (t["crop"], t["probs_weight"]) == (chosen["crop"], chosen["probs_weight"]) and \
-                t["score"] + config.dim_margin >= chosen["score"]:
-            chosen = t
-            break
+    chosen, floor = choose_readout(candidates, ref_crop, config.dim_margin)
     crop, probs_weight, dim = chosen["crop"], chosen["probs_weight"], chosen["dim"]
     mean, basis = readouts[(crop, probs_weight, dim)]
     readout = {"flip": flip, "probs_weight": probs_weight, "feature_weight": config.feature_weight,
