@@ -84,13 +84,13 @@ class Analysis:
 
 
 def inference_threads(processes: int) -> int:
-    """Inference threads per analysing process: twice its share of the cores, at most all of them (one or two
-    processes on two cores get two each). MediaPipe's own landmarker runs ~3 busy threads per process; on a
-    shared machine a worker with one thread gets a third of its CPU share (measured on 2 busy cores, 200 memes,
-    2 workers: 10.9 s with one thread each, 6.8 s with two), and at most 2x oversubscription costs little on an
-    idle one."""
+    """Inference threads per analysing process: its share of the cores, at least one (one process on two cores gets
+    two, two processes one each). More threads than cores spin against each other (LiteRT's thread pool busy-waits):
+    two workers on 2 cores, the full frame only, alternating runs: 104 and 103 images/s with one thread each against
+    89 and 93 with two (scripts/bench_build.py --fast --workers 2, load ~4). On a machine crowded by other jobs, more
+    threads would win the build a larger share of the CPU, but only by taking it from those jobs."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, 2 * cores // max(1, processes)))
+    return max(1, min(cores, cores // max(1, processes)))
 
 
 def failed_rows(task: Task, reason: str, model_id: str, detector: str) -> FileRows:
