@@ -226,8 +226,15 @@ def train_v2(config: V2Config) -> Result:
     fa_keras = model.faceapi_net(fa_weights)
     runner = FaceApiRunner(fa_keras, config.threads)
 
-    def branches(faces, crop):
-        return _branches(faces, runner, crop, v1, config.cache)
+    face_sets = {"val": val, **unlabelled}
+    loaded: dict = {}
+
+    def branches(name: str, crop: str) -> dict:
+        """The frozen branches' outputs for one face set and crop: computed or read from the disk cache by
+        _branches once, then kept (the selection below reads each of them many times)."""
+        if (name, crop) not in loaded:
+            loaded[(name, crop)] = _branches(face_sets[name], runner, crop, v1, config.cache)
+        return loaded[(name, crop)]
 
     # 3. selection. v1 was fitted on all of FER Training, so on the validation split it looks better than it is,
     # and FER itself is one domain: FER figures alone would pull every choice toward FER. So:
@@ -237,7 +244,7 @@ def train_v2(config: V2Config) -> Result:
     ref_crop = config.crops[0]
     for crop in config.crops:
         for flip in config.flips:
-            fig = _selection_score(face_feature(branches(val, crop), flip), val_labels, triplets)
+            fig = _selection_score(face_feature(branches("val", crop), flip), val_labels, triplets)
             trials.append({"stage": "pretrained branch alone", "crop": crop, "flip": flip, **fig})
             log.info("select %s", trials[-1])
     flip = max((t for t in trials if t["stage"] == "pretrained branch alone" and t["crop"] == ref_crop),
@@ -247,19 +254,18 @@ def train_v2(config: V2Config) -> Result:
     #     choice of (a)) it keeps on the unlabelled non-FER faces. Eligible: no less geometry than the issue's
     #     untrained recipe (reference crop, no probabilities, the smallest size); among those the best
     #     validation score; a larger size only when it wins by dim_margin.
-    reference = {n: face_feature(branches(unlabelled[n], ref_crop), flip) for n in non_fer}
+    reference = {n: face_feature(branches(n, ref_crop), flip) for n in non_fer}
     readouts, candidates = {}, []
     for crop in config.crops:
         for w in config.probs_weights:
-            fitted = np.concatenate([join(branches(unlabelled[n], crop), flip, w, config.feature_weight)
-                                     for n in unlabelled])
-            val_join = join(branches(val, crop), flip, w, config.feature_weight)
+            joined = {n: join(branches(n, crop), flip, w, config.feature_weight) for n in unlabelled}
+            fitted = np.concatenate(list(joined.values()))
+            val_join = join(branches("val", crop), flip, w, config.feature_weight)
             for dim in config.dims:
                 mean, basis, kept = pca(fitted, dim)
                 fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
-                geo = float(np.mean([geometry(_l2((join(branches(unlabelled[n], crop), flip, w, config.feature_weight)
-                                                   - mean) @ basis), reference[n], config.geometry_faces, config.seed)
-                                     for n in non_fer]))
+                geo = float(np.mean([geometry(_l2((joined[n] - mean) @ basis), reference[n], config.geometry_faces,
+                                              config.seed) for n in non_fer]))
                 trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, "dim": dim,
                                "variance_kept": kept, "geometry": geo, **fig})
                 readouts[(crop, w, dim)] = (mean, basis)
@@ -289,7 +295,7 @@ def train_v2(config: V2Config) -> Result:
     lite = LearnedEmbedder(path, model_id=f"expression-{config.version}", color_crop=crop)
     lite_out = lite.embed_inputs(probe["gray48"], probe["shapes"], colors)
     parity = export.assert_parity(keras_out, lite_out)
-    val_join = join(branches(val, crop), flip, probs_weight, config.feature_weight)
+    val_join = join(branches("val", crop), flip, probs_weight, config.feature_weight)
     numpy_out = _l2((val_join[:96] - mean) @ basis)
     # the model computes what was selected (numpy over the cached branch outputs: float32 LiteRT face-api, v1 file)
     export.assert_parity(numpy_out, keras_out, export.PARITY_MAX_ABS, 0.9999)
