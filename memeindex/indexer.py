@@ -60,7 +60,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     requested type is republished with this one even when no file changed."""
     from .backends import get_backend
     from .embedders import get_embedder
-    from .workers import detector_version
+    from .faces import detector_id
 
     started = time.monotonic()
     settings = settings or Settings.from_env()
@@ -70,7 +70,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     root = Path(root).expanduser().resolve()
     idx = IndexDir(index_dir or settings.index_dir)
     embedder = get_embedder(settings)
-    model_id, dim, detector = embedder.model_id, embedder.dim, detector_version(settings)
+    model_id, dim, detector = embedder.model_id, embedder.dim, detector_id(settings)
     backend_name = backend or settings.backend
     if not root.is_dir():
         raise RootMissing(f"image folder {root} does not exist: refusing to touch the index")

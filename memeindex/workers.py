@@ -28,16 +28,11 @@ def silence_native_stderr() -> None:
     os.close(devnull)
 
 
-def detector_version(settings: Settings) -> str:
-    from .faces import detector_id
-
-    return detector_id(settings)
-
-
 class Analysis:
     """Models loaded once; `run(task)` never raises for a bad file: it becomes a `failed` row with its reason."""
 
     def __init__(self, settings: Settings, root: str | Path | None = None, num_threads: int = 1):
+        from .faces import detector_id
         from .pipeline import FaceAnalyzer
 
         self.settings = settings
@@ -45,7 +40,7 @@ class Analysis:
         # settings.embedder names the model; num_threads: the cores this process may use for inference
         self.analyzer = FaceAnalyzer(settings, num_threads=num_threads)
         self.model_id = self.analyzer.embedder.model_id
-        self.detector = detector_version(settings)
+        self.detector = detector_id(settings)
 
     def read(self, task: Task) -> tuple[bytes, FileRef]:
         """The file's bytes and the FileRef describing exactly them. Raises OSError / MemeIndexError."""
@@ -90,7 +85,7 @@ def inference_threads(processes: int) -> int:
     89 and 93 with two (scripts/bench_build.py --fast --workers 2, load ~4). On a machine crowded by other jobs, more
     threads would win the build a larger share of the CPU, but only by taking it from those jobs."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, cores // max(1, processes)))
+    return max(1, cores // max(1, processes))
 
 
 def failed_rows(task: Task, reason: str, model_id: str, detector: str) -> FileRows:

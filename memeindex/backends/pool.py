@@ -105,9 +105,9 @@ class PoolBackend:
         memeindex.workers.Analysis; a picklable fake in unit tests)."""
         self.root, self.settings, self.model_id, self.workers = str(root), settings, model_id, workers
         self._factory = analysis_factory
-        from ..workers import detector_version
+        from ..faces import detector_id
 
-        self.detector = detector_version(settings)
+        self.detector = detector_id(settings)
         # forkserver: workers start from a clean process (no inherited Arrow threads), without a full spawn.
         self._ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
         self.pids: list[int] = []  # worker pids, for tests and monitors

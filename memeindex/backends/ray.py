@@ -43,11 +43,11 @@ class RayBackend:
             import ray
         except ImportError:
             raise WorkerFailed("the ray backend needs Ray: pip install 'memeindex[ray]'") from None
-        from ..workers import detector_version
+        from ..faces import detector_id
 
         self._ray = ray
         self.root, self.settings, self.model_id = Path(root), settings, model_id
-        self.detector = detector_version(settings)
+        self.detector = detector_id(settings)
         self._started_ray = False
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
