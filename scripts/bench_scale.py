@@ -172,7 +172,8 @@ def write(args, scratch: Path) -> dict:
     return figures
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
+    """This process's /proc/self/status figure `field` (VmRSS, VmHWM) in MB; NaN where there is none."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -186,7 +187,7 @@ def measure(scratch: Path) -> dict:
 
     data = np.load(scratch / "queries.npz")
     queries, exact = data["queries"], data["exact"]
-    base_mb = _status_mb("VmRSS")
+    base_mb = status_mb("VmRSS")
     t0 = time.perf_counter()
     searcher = Searcher(scratch / "index")
     load_s = time.perf_counter() - t0
@@ -201,8 +202,8 @@ def measure(scratch: Path) -> dict:
     _, found = vectors.search(gen.index, queries, 3)
     recall = float(np.mean([len(set(e.tolist()) & set(f.tolist())) / 3 for e, f in zip(exact, found)]))
     ms = np.array(times) * 1000
-    return {"load_s": round(load_s, 3), "rss_mb": round(_status_mb("VmHWM"), 1),
-            "rss_now_mb": round(_status_mb("VmRSS"), 1), "rss_before_load_mb": round(base_mb, 1),
+    return {"load_s": round(load_s, 3), "rss_mb": round(status_mb("VmHWM"), 1),
+            "rss_now_mb": round(status_mb("VmRSS"), 1), "rss_before_load_mb": round(base_mb, 1),
             "search_p50_ms": round(float(np.percentile(ms, 50)), 3),
             "search_p95_ms": round(float(np.percentile(ms, 95)), 3), "recall_at_3": round(recall, 4),
             "index_type": gen.facts.get("index_type", "flat"), "faces": int(gen.index.ntotal)}

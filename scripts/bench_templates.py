@@ -29,13 +29,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_scale import status_mb  # noqa: E402 (scripts/ is on sys.path when run)
+
 MODEL = "expression-v1"  # the reference model: FACE_MATCH's limits as written
 DIM = 64
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
 
 
 def synthetic(n_files: int, seed: int = 0):
@@ -125,12 +122,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     images, faces, truth = synthetic(args.files)
     synth_s = time.perf_counter() - t0
-    rss_before = _status_mb("VmRSS")  # the synthetic tables and the interpreter, before grouping
+    rss_before = status_mb("VmRSS")  # the synthetic tables and the interpreter, before grouping
     t0 = time.perf_counter()
     groups = templates.assign(images, faces, MODEL)
     assign_s = time.perf_counter() - t0
     recall, false = score(images, groups, truth)
-    rss = _status_mb("VmHWM")
+    rss = status_mb("VmHWM")
     out = {"files": images.num_rows, "faces": faces.num_rows,
            "search": "exact" if faces.num_rows <= templates.EXACT_PAIRS_MAX else "approximate",
            "synth_s": round(synth_s, 2), "assign_s": round(assign_s, 2), "rss_mb": round(rss), "rss_before_mb": round(rss_before),
