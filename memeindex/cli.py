@@ -74,6 +74,9 @@ def _check_index_type(ctx, param, value):
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @INDEX
 @click.option("--rebuild", is_flag=True, help="Re-analyze every file (after a model change).")
+@click.option("--retry-failed", is_flag=True,
+              help="Analyse every file that failed again (e.g. after installing a HEIC decoder). Without it only "
+              "files the run made fail (time limit, a worker that died) are retried.")
 @click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--backend", type=click.Choice(["pool", "inprocess", "ray"]), envvar="MEMEINDEX_BACKEND",
@@ -88,14 +91,16 @@ def _check_index_type(ctx, param, value):
               "faces: no small, close-up, turned or cartoon rescue rounds). A later build without it re-analyses "
               "the files this one found no face in.")
 @JSON
-def build(images_dir, index_dir, rebuild, workers, progress, backend, ray_address, index_type, fast, as_json):
+def build(images_dir, index_dir, rebuild, retry_failed, workers, progress, backend, ray_address, index_type, fast,
+          as_json):
     """Index the faces of every image under IMAGES_DIR (incremental)."""
     from .indexer import build as run_build
 
     progress = sys.stderr.isatty() if progress is None else progress
     settings = Settings.from_env(**({"second_pass": False} if fast else {}))
     summary = run_build(images_dir, index_dir, settings, rebuild=rebuild, workers=workers,
-                        progress=progress, backend=backend, ray_address=ray_address, index_type=index_type)
+                        progress=progress, backend=backend, ray_address=ray_address, index_type=index_type,
+                        retry_failed=retry_failed)
     click.echo(json.dumps(summary.to_dict()) if as_json else format_build(summary))
 
 
@@ -287,8 +292,8 @@ def serve(index_dir, host, port):
 def format_build(summary) -> str:
     """One line: what an `indexer.BuildSummary` counted, then the model and detector, then the time."""
     return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
-            "redetected={redetected} skipped={skipped} ignored={ignored} noface={noface} failed={failed} "
-            "(new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
+            "redetected={redetected} retried={retried} skipped={skipped} ignored={ignored} noface={noface} "
+            "failed={failed} (new {failed_now}) images={images} faces={faces} model={model_id} detector={detector} "
             "in {seconds:.1f}s").format(**summary.to_dict())
 
 

@@ -56,7 +56,7 @@ FACE_ROWS_FILE = "faces.rows"
 GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)  # FACE_ROWS_FILE is optional: older ones lack it
 
 # -- schema --------------------------------------------------------------------------------------------------------
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 N_BLENDSHAPES = len(BLENDSHAPE_NAMES)  # the row schema holds every MediaPipe blendshape score
 STATUSES = ("faces", "noface", "failed")
 # One record of faces.rows (little-endian, no padding: 4 + 16 + 52 = 72 bytes). Blendshapes only explain matches
@@ -97,6 +97,7 @@ IMAGES_SCHEMA = pa.schema([
     ("phash", pa.string()),  # 16 hex chars: 64-bit perceptual hash of the first frame; "" if unknown
     ("template", pa.string()),  # template id; "" until grouped
     ("detector", pa.string()),  # detector version that analysed the file
+    ("run_failures", pa.int32()),  # builds in a row whose run, not the file, made it fail (see ImageRow)
 ], metadata={_META: str(SCHEMA_VERSION).encode()})
 
 
@@ -147,6 +148,10 @@ class ImageRow:
     phash: str = ""
     template: str = ""
     detector: str = ""
+    # A failure of the run rather than of the file (the per-file time limit, a worker that died, no memory): how
+    # many builds in a row it happened to this file. 0 for every other row, a failure of the file's own included
+    # (an undecodable file stays failed). The plan retries a file while this is above 0 and under its limit.
+    run_failures: int = 0
 
 
 @dataclass
@@ -175,12 +180,12 @@ class FileRows:
 
 
 def file_rows(ref: FileRef, faces: Sequence | None = None, *, model_id: str, detector: str, phash: str = "",
-              reason: str = "") -> FileRows:
+              reason: str = "", run_failures: int = 0) -> FileRows:
     """The rows of one analysed file. `faces` are memeindex.faces.Face objects with `.embedding` set, in
-    detection order; `reason` set means the file failed."""
+    detection order; `reason` set means the file failed, `run_failures` > 0 that the run made it fail."""
     if reason:
         return FileRows(ImageRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, "failed", 0, reason, phash, "",
-                                 detector))
+                                 detector, run_failures))
     rows, per_frame = [], {}
     for face in faces or ():
         number = per_frame.get(face.frame, 0)
@@ -259,8 +264,24 @@ def _v1_to_v2(table: pa.Table, kind: str) -> pa.Table:
     return table
 
 
+# The reasons v2 gave the two failures its backends made for the run, not the file (the per-file time limit, a
+# worker that died): v2 recorded no kind, so the upgrade recognises them by their wording to let the next build
+# retry them. Frozen history, like every migration: new rows carry `run_failures` itself.
+_V2_RUN_FAILURE_WORDING = ("s per-file limit (MEMEINDEX_FILE_TIMEOUT)", "the worker analysing it died (")
+
+
+def _v2_to_v3(table: pa.Table, kind: str) -> pa.Table:
+    """v2 -> v3: `run_failures` on images: 1 for a failure v2's backends made for the run, else 0."""
+    if kind != "images" or "run_failures" in table.column_names:
+        return table
+    if "reason" not in table.column_names:  # a reader asked for other columns only
+        return _add_default(table, "run_failures", pa.int32(), 0)
+    by_run = [int(any(w in (r or "") for w in _V2_RUN_FAILURE_WORDING)) for r in table.column("reason").to_pylist()]
+    return table.append_column(pa.field("run_failures", pa.int32()), pa.array(by_run, pa.int32()))
+
+
 # version -> step to version + 1; a reader applies each step from the table's version up.
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _upgrade(table: pa.Table, kind: str) -> pa.Table:

@@ -3,8 +3,9 @@
 Incremental: a file whose size and mtime are unchanged keeps its rows untouched; a changed or new file is
 hashed, and content seen before (a rename, a copy, a touched file, a checkpoint of a killed build) reuses its
 rows; only truly new content is analyzed. Files with no face and files that failed are remembered too, except
-that a file an older detector found no face in is analysed again. The scan, the plan, checkpoints, the lock and
-the publish stay here (the driver) whatever the backend.
+that a file an older detector found no face in is analysed again, and so is a file the run rather than the file
+made fail (the time limit, a dead worker: plan.RUN_FAILURE_RETRIES), or every failed file with `retry_failed`.
+The scan, the plan, checkpoints, the lock and the publish stay here (the driver) whatever the backend.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class BuildSummary:
     reused: int = 0  # new paths whose content was already known (renames, copies, checkpoints)
     removed: int = 0  # paths of the previous generation that are gone
     redetected: int = 0  # of indexed: files an older detector found no face in
+    retried: int = 0  # of indexed: failed files analysed again (the run made them fail, or retry_failed)
     skipped: int = 0  # found but unreadable (each logged with its reason)
     ignored: int = 0  # not images (index.tsv, README, hidden files): no row
     noface: int = 0  # files the index holds without a face
@@ -53,8 +55,12 @@ class BuildSummary:
 
 def build(root: Path, index_dir: Path | None = None, settings: Settings | None = None, rebuild: bool = False,
           workers: int | None = None, progress: bool = False, backend: str | None = None,
-          ray_address: str | None = None, index_type: str | None = None) -> BuildSummary:
+          ray_address: str | None = None, index_type: str | None = None,
+          retry_failed: bool = False) -> BuildSummary:
     """Bring the index at `index_dir` up to date with the images under `root`.
+
+    `retry_failed`: analyse every file that failed again (after installing a decoder, say); without it only the
+    files that failed for the run's sake (time limit, a dead worker, memory) are, a few builds in a row.
 
     `index_type` (default: settings.index_type) names the FAISS index (vectors.py); a generation built for another
     requested type is republished with this one even when no file changed."""
@@ -91,7 +97,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         checkpoints = Checkpoints(idx)
         ck_images, ck_faces = checkpoints.read(model_id, dim)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
-                    gen.image_rows(ck_images))
+                    gen.image_rows(ck_images), retry_failed)
         for rel, reason in scan.skipped + work.skipped:
             log.warning("skipping %s: %s", rel, reason)
         for rel in work.ignored:
@@ -103,6 +109,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.skipped = len(scan.skipped) + len(work.skipped)
         summary.ignored = len(work.ignored) + scan.hidden
         summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect
+        summary.retried = work.retried
         if work.rehash:
             log.info("computing the perceptual hash of %d file(s) indexed before it was recorded", len(work.rehash))
 

@@ -5,11 +5,16 @@ unit tests run it on fakes. Rules, per scanned file:
 
 - same path, same size and mtime as a known row: **keep** it (its face rows stay), unless it is a `noface` row
   made by another detector version: then **analyze** it again (`redetect`), as a newer detector may find a face;
+  or a `failed` row to retry (`retried`): a failure of the run (the per-file time limit, a worker that died, no
+  memory), fewer than RUN_FAILURE_RETRIES times in a row, or any failure when the caller asks (`retry_failed`,
+  e.g. after installing a decoder); a failure of the file itself (a broken JPEG) stays failed, build after build;
   a kept row without a perceptual hash (made before they existed) is also listed in **rehash**;
 - otherwise fingerprint it: unreadable -> **skipped** (with the reason); not an image (no image signature and no
   image extension, e.g. `index.tsv`) -> **ignored**; same content as its own known row (a touched file) ->
   **reuse** (counted unchanged); content known from another row or a checkpoint (a rename, a copy, a resumed
-  build) -> **reuse**; else -> **analyze**.
+  build) -> **reuse**, unless that content is to be re-detected or retried as above; else -> **analyze**. A
+  known row to re-detect or retry also reuses its content's rows from a checkpoint or another path, when they
+  were made since and stand.
 
 Known paths no longer scanned are **removed**.
 """
@@ -19,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from .generation import ImageRow
+
+# How many builds in a row a file is analysed when each time the run, not the file, makes it fail: a file that
+# runs past the time limit or kills its worker on every try stops costing each nightly build a worker and a
+# time limit after this many; `retry_failed` tries it again whenever asked.
+RUN_FAILURE_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Task:
     size: int
     mtime_ns: int
     phash_only: bool = False  # a kept file indexed before pHashes existed: only its first frame's hash is wanted
+    run_failures: int = 0  # a retried file's failures of the run so far: one more if the run fails it again
 
 
 @dataclass
@@ -59,47 +70,56 @@ class Plan:
     unchanged: int = 0  # kept + touched-but-same-content
     reused: int = 0  # content found under another path or in a checkpoint
     redetect: int = 0  # of `analyze`: noface files of an older detector, analysed again
+    retried: int = 0  # of `analyze`: failed files analysed again (a failure of the run, or `retry_failed`)
 
 
 def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Callable[[str], Fingerprint],
-         detector: str, checkpointed: Iterable[ImageRow] = ()) -> Plan:
-    """Decide what a build does with every scanned file. `fingerprint(rel)` may raise OSError (-> skipped)."""
+         detector: str, checkpointed: Iterable[ImageRow] = (), retry_failed: bool = False) -> Plan:
+    """Decide what a build does with every scanned file. `fingerprint(rel)` may raise OSError (-> skipped).
+    `retry_failed`: analyse every failed file again, whatever made it fail."""
     known_by_path = {r.path: r for r in known}
     by_sha: dict[str, ImageRow] = {}
     for row in list(known_by_path.values()) + list(checkpointed):
-        by_sha.setdefault(row.sha256, row)
+        if row.sha256 not in by_sha or _redo(by_sha[row.sha256], detector, retry_failed) is not None:
+            by_sha[row.sha256] = row  # a settled row of the content wins over one that would be analysed again
     out = Plan()
+
+    def analyze(f: Scanned, sha256: str, source: ImageRow | None) -> None:
+        redo = _redo(source, detector, retry_failed) if source is not None else None
+        out.analyze.append(Task(f.rel, sha256, f.size, f.mtime_ns,
+                                run_failures=source.run_failures if redo == "retry" and not retry_failed else 0))
+        out.redetect += redo == "redetect"
+        out.retried += redo == "retry"
+
     for f in scanned:
         old = known_by_path.get(f.rel)
         if old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns:
-            if _stale_noface(old, detector):
-                out.analyze.append(Task(f.rel, old.sha256, f.size, f.mtime_ns))
-                out.redetect += 1
-            else:
+            if _redo(old, detector, retry_failed) is None:
                 out.keep.append(old)
                 out.unchanged += 1
                 if not old.phash and old.status != "failed":
                     out.rehash.append(Task(f.rel, old.sha256, f.size, f.mtime_ns, phash_only=True))
-            continue
-        try:
-            fp = fingerprint(f.rel)
-        except OSError as exc:
-            out.skipped.append((f.rel, exc.strerror or str(exc)))
-            continue
-        if not fp.image:
-            out.ignored.append(f.rel)
-            continue
-        source = by_sha.get(fp.sha256)
-        if source is None:
-            out.analyze.append(Task(f.rel, fp.sha256, f.size, f.mtime_ns))
-        elif _stale_noface(source, detector):
-            out.analyze.append(Task(f.rel, fp.sha256, f.size, f.mtime_ns))
-            out.redetect += 1
+                continue
+            sha256 = old.sha256
         else:
-            out.reuse.append(ImageRow(f.rel, fp.sha256, f.size, f.mtime_ns, source.status, source.faces,
-                                      source.reason, source.phash, source.template, source.detector))
-            if old is not None and old.sha256 == fp.sha256:
-                out.unchanged += 1
+            try:
+                fp = fingerprint(f.rel)
+            except OSError as exc:
+                out.skipped.append((f.rel, exc.strerror or str(exc)))
+                continue
+            if not fp.image:
+                out.ignored.append(f.rel)
+                continue
+            sha256 = fp.sha256
+        source = by_sha.get(sha256)
+        if source is None or _redo(source, detector, retry_failed) is not None:
+            analyze(f, sha256, source)
+        else:
+            out.reuse.append(ImageRow(f.rel, sha256, f.size, f.mtime_ns, source.status, source.faces,
+                                      source.reason, source.phash, source.template, source.detector,
+                                      source.run_failures))
+            if old is not None and old.sha256 == sha256 and _redo(old, detector, retry_failed) is None:
+                out.unchanged += 1  # touched, same content
             else:
                 out.reused += 1
     scanned_paths = {f.rel for f in scanned}
@@ -107,5 +127,10 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
     return out
 
 
-def _stale_noface(row: ImageRow, detector: str) -> bool:
-    return row.status == "noface" and row.detector != detector
+def _redo(row: ImageRow, detector: str, retry_failed: bool) -> str | None:
+    """Why the content of a known row is analysed again ("redetect" / "retry"), or None: its rows stand."""
+    if row.status == "noface" and row.detector != detector:
+        return "redetect"
+    if row.status == "failed" and (retry_failed or 0 < row.run_failures < RUN_FAILURE_RETRIES):
+        return "retry"
+    return None

@@ -49,15 +49,16 @@ class Analysis:
     def run(self, task: Task) -> FileRows:
         try:
             data, ref = self.read(task)
-        except OSError as exc:
-            return self.failed(task, f"cannot read: {exc.strerror or exc}")
-        except MemeIndexError as exc:
+        except OSError as exc:  # it was there at the scan: moved, replaced or locked since, not broken
+            return self.failed(task, f"cannot read: {exc.strerror or exc}", by_run=True)
+        except MemeIndexError as exc:  # over the size limit
             return self.failed(task, str(exc))
-        return self.run_bytes(ref, data, task.phash_only)
+        return self.run_bytes(ref, data, task.phash_only, task.run_failures)
 
-    def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False) -> FileRows:
+    def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False, run_failures: int = 0) -> FileRows:
         """The rows of the file whose bytes are `data`; with `phash_only`, an image row carrying only the first
-        frame's perceptual hash (no face is looked for)."""
+        frame's perceptual hash (no face is looked for). `run_failures`: the task's (counted on if memory runs
+        out)."""
         phash = ""
         try:
             frames = self.analyzer.frames(data)
@@ -66,13 +67,16 @@ class Analysis:
             faces = [] if phash_only else [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
         except MemeIndexError as exc:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
+        except MemoryError:  # the machine's state, not the file's (the file's own size limits are MemeIndexErrors)
+            return file_rows(ref, model_id=self.model_id, detector=self.detector, reason="out of memory",
+                             run_failures=run_failures + 1)
         except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)
             return file_rows(ref, model_id=self.model_id, detector=self.detector,
                              reason=f"{type(exc).__name__}: {exc}")
         return file_rows(ref, faces, model_id=self.model_id, detector=self.detector, phash=phash)
 
-    def failed(self, task: Task, reason: str) -> FileRows:
-        return failed_rows(task, reason, self.model_id, self.detector)
+    def failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
+        return failed_rows(task, reason, self.model_id, self.detector, by_run)
 
     def close(self) -> None:
         self.analyzer.close()
@@ -88,9 +92,11 @@ def inference_threads(processes: int) -> int:
     return max(1, cores // max(1, processes))
 
 
-def failed_rows(task: Task, reason: str, model_id: str, detector: str) -> FileRows:
+def failed_rows(task: Task, reason: str, model_id: str, detector: str, by_run: bool = False) -> FileRows:
+    """The rows of a task that failed; `by_run`: the run made it fail, not the file (the next builds retry it)."""
     ref = FileRef(task.rel, task.sha256, task.size, task.mtime_ns)
-    return file_rows(ref, model_id=model_id, detector=detector, reason=reason)
+    return file_rows(ref, model_id=model_id, detector=detector, reason=reason,
+                     run_failures=task.run_failures + 1 if by_run else 0)
 
 
 def read_file(path: Path, task: Task, max_bytes: int) -> tuple[bytes, FileRef]:

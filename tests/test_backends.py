@@ -59,6 +59,7 @@ def test_a_crashing_file_fails_alone_and_the_rest_goes_on():
     assert set(out) == {"a", "crash-me", "b", "c", "crash-too", "d"}
     assert {p for p, r in out.items() if r.status == "failed"} == {"crash-me", "crash-too"}
     assert "died (signal 9)" in out["crash-me"].reason and out["crash-me"].detector
+    assert out["crash-me"].run_failures == 1 and out["a"].run_failures == 0  # the run's failure: retried later
 
 
 def test_a_hanging_file_is_cut_at_the_time_limit():
@@ -66,6 +67,7 @@ def test_a_hanging_file_is_cut_at_the_time_limit():
     out = _run(FakeAnalysis, ["a", "hang", "b", "c"], timeout=1.0)
     assert time.monotonic() - started < 20
     assert out["hang"].status == "failed" and "per-file limit" in out["hang"].reason
+    assert out["hang"].run_failures == 1
     assert [out[p].status for p in "abc"] == ["noface"] * 3
 
 

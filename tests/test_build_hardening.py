@@ -112,8 +112,10 @@ def test_a_killed_worker_fails_one_file_and_the_build_goes_on(tmp_path, grace_rg
     for name in killed:
         assert f"skipping {name}: the worker analysing it died (signal 9)" in proc.stderr
     assert not list((index / "partial").glob("*.parquet"))
-    again = run("build", root, "--index", index)  # the lock was released; the failed files stay failed
-    assert again.exit_code == 0 and summary(again)["failed"] == "2" and summary(again)["indexed"] == "0"
+    # the lock was released; the files whose worker died (the run's failure, not theirs) are retried
+    again = run("build", root, "--index", index, "--backend", "inprocess")
+    assert again.exit_code == 0 and (summary(again)["failed"], summary(again)["retried"]) == ("0", "2")
+    assert summary(again)["indexed"] == "2" and summary(again)["faces"] == "30"
 
 
 def test_a_file_over_the_time_limit_fails_alone(tmp_path, two):
@@ -122,8 +124,10 @@ def test_a_file_over_the_time_limit_fails_alone(tmp_path, two):
     assert result.exit_code == 0, result.output
     rows = _images(index)
     assert {r["status"] for r in rows.values()} == {"failed"}
-    assert all("per-file limit" in r["reason"] for r in rows.values())
+    assert all("per-file limit" in r["reason"] and r["run_failures"] == 1 for r in rows.values())
     assert "skipping grace.jpg: took longer" in result.stderr
+    retry = summary(run("build", two, "--index", index, "--backend", "inprocess"))  # the run's fault: tried again
+    assert (retry["retried"], retry["indexed"], retry["failed"], retry["faces"]) == ("2", "2", "0", "1")
 
 
 def test_file_symlinks_are_indexed_and_served_wherever_they_point(tmp_path, two, grace_rgb):
@@ -189,6 +193,9 @@ def test_summary_accounts_for_every_entry(tmp_path, two, grace_rgb):
     assert sum(int(first[k]) for k in ("indexed", "unchanged", "reused", "skipped", "ignored")) == scanned
     again = summary(run("build", two, "--index", index, "--backend", "inprocess"))
     assert again["failed"] == "1" and again["unchanged"] == "3"  # the index still holds that failure
+    assert (again["retried"], again["indexed"]) == ("0", "0")  # a broken file is not retried every night
+    asked = json.loads(run("build", two, "--index", index, "--backend", "inprocess", "--retry-failed", "--json").stdout)
+    assert (asked["retried"], asked["indexed"], asked["failed"], asked["failed_now"]) == (1, 1, 1, 1)
     (two / "wall.png").unlink()
     (two / "broken.jpg").unlink()
     rebuilt = summary(run("build", two, "--index", index, "--rebuild", "--backend", "inprocess"))

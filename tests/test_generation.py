@@ -108,6 +108,21 @@ def test_v1_tables_migrate_with_defaults(tmp_path):
         gen.migrate_images(newer)
 
 
+def test_v2_failures_of_the_run_are_recognised_by_their_reason(tmp_path):
+    """v2 recorded no kind of failure: the upgrade marks the two failures v2's backends made for the run (the per-file
+    time limit, a dead worker) so the next build retries them; a broken file's failure stays a failure."""
+    reasons = ["", "cannot identify image file", "took longer than the 120 s per-file limit (MEMEINDEX_FILE_TIMEOUT)",
+               "the worker analysing it died (signal 9)"]
+    n = len(reasons)
+    v2_images = pa.table({"path": [f"{i}.jpg" for i in range(n)], "path_bytes": pa.array([None] * n, pa.binary()),
+                          "sha256": ["a" * 64] * n, "size": [1] * n, "mtime_ns": [1] * n,
+                          "status": ["noface"] + ["failed"] * 3, "faces": pa.array([0] * n, pa.int32()),
+                          "reason": reasons, "phash": [""] * n, "template": [""] * n, "detector": ["3"] * n}
+                         ).replace_schema_metadata({b"memeindex_schema": b"2"})
+    assert gen.migrate_images(v2_images).column("run_failures").to_pylist() == [0, 0, 1, 1]
+    assert gen.migrate_images(v2_images).schema.equals(gen.IMAGES_SCHEMA)
+
+
 def test_facts_refuse_another_model_or_a_newer_schema(tmp_path):
     gen.write_facts(tmp_path, model_id="fake-v1", dim=8, count=0)
     facts = gen.read_facts(tmp_path)

@@ -2,13 +2,14 @@
 import pytest
 
 from memeindex.generation import ImageRow
-from memeindex.plan import Fingerprint, Scanned, plan
+from memeindex.plan import RUN_FAILURE_RETRIES, Fingerprint, Scanned, plan
 
 D = "det-2"
 
 
-def row(path, sha, size=10, mtime=1, status="faces", faces=1, detector=D):
-    return ImageRow(path, sha, size, mtime, status, faces if status == "faces" else 0, "", "", "", detector)
+def row(path, sha, size=10, mtime=1, status="faces", faces=1, detector=D, run_failures=0):
+    return ImageRow(path, sha, size, mtime, status, faces if status == "faces" else 0,
+                    "broken" if status == "failed" else "", "", "", detector, run_failures)
 
 
 def hasher(contents: dict[str, str], calls: list | None = None):
@@ -71,3 +72,35 @@ def test_noface_files_of_another_detector_are_analysed_again(old_detector, redet
     assert analysed == (["copy-of-noface.png", "noface.png"] if redetect else [])
     assert p.redetect == len(analysed)
     assert {r.path for r in p.keep} >= {"face.jpg", "failed.jpg"}  # faces found and failures stay as they are
+
+
+def test_failures_of_the_run_are_retried_a_few_builds_and_failures_of_the_file_never():
+    known = [row("broken.jpg", "B", status="failed"), row("timed-out.jpg", "T", status="failed", run_failures=1),
+             row("worn-out.jpg", "W", status="failed", run_failures=RUN_FAILURE_RETRIES),
+             row("copy-source.jpg", "C", status="failed", run_failures=2)]
+    scanned = [Scanned(r.path, 10, 1) for r in known] + [Scanned("copy.jpg", 10, 1)]
+    p = plan(known, scanned, hasher({"copy.jpg": "C"}), D)
+    assert {t.rel: t.run_failures for t in p.analyze} == {"timed-out.jpg": 1, "copy-source.jpg": 2, "copy.jpg": 2}
+    assert p.retried == 3 and p.redetect == 0
+    assert sorted(r.path for r in p.keep) == ["broken.jpg", "worn-out.jpg"] and not p.reuse
+
+
+def test_retry_failed_analyses_every_failed_file_afresh():
+    known = [row("broken.heic", "B", status="failed"), row("worn-out.jpg", "W", status="failed", run_failures=3),
+             row("ok.jpg", "O"), row("noface.png", "N", status="noface")]
+    p = plan(known, [Scanned(r.path, 10, 1) for r in known], hasher({}), D, retry_failed=True)
+    assert {t.rel: t.run_failures for t in p.analyze} == {"broken.heic": 0, "worn-out.jpg": 0}  # counted anew
+    assert p.retried == 2 and sorted(r.path for r in p.keep) == ["noface.png", "ok.jpg"]
+
+
+def test_content_to_retry_is_reused_from_a_settled_copy_or_checkpoint():
+    """A retried file's content already analysed elsewhere (a checkpoint of the killed retry) is not analysed
+    a third time; a settled row of the content wins over a failed one whichever comes first."""
+    known = [row("timed-out.jpg", "T", status="failed", run_failures=1)]
+    p = plan(known, [Scanned("timed-out.jpg", 10, 1)], hasher({}), D, checkpointed=[row("timed-out.jpg", "T", faces=2)])
+    assert [(r.path, r.status, r.faces) for r in p.reuse] == [("timed-out.jpg", "faces", 2)] and not p.analyze
+    assert (p.reused, p.retried, p.unchanged) == (1, 0, 0)
+    # the killed retry timed out again: the checkpoint's count goes on
+    p = plan(known, [Scanned("timed-out.jpg", 10, 1)], hasher({}), D,
+             checkpointed=[row("timed-out.jpg", "T", status="failed", run_failures=2)])
+    assert [(t.rel, t.run_failures) for t in p.analyze] == [("timed-out.jpg", 2)] and p.retried == 1

@@ -112,10 +112,10 @@ class PoolBackend:
         self._ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
         self.pids: list[int] = []  # worker pids, for tests and monitors
 
-    def _failed(self, task: Task, reason: str) -> FileRows:
+    def _failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
         from ..workers import failed_rows
 
-        return failed_rows(task, reason, self.model_id, self.detector)
+        return failed_rows(task, reason, self.model_id, self.detector, by_run)
 
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
         pending = deque(tasks)
@@ -166,7 +166,7 @@ class PoolBackend:
                         code = w.process.exitcode
                         if w.task is not None:
                             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                            yield self._failed(w.task, f"the worker analysing it died ({why})")
+                            yield self._failed(w.task, f"the worker analysing it died ({why})", by_run=True)
                         elif not w.ready:
                             deaths_before_ready += 1
                             if deaths_before_ready > 2 * n:
@@ -175,7 +175,7 @@ class PoolBackend:
                         workers[i] = self._respawn(pending)
                     elif timeout > 0 and w.task is not None and time.monotonic() - w.started > timeout:
                         yield self._failed(w.task, f"took longer than the {timeout:g} s per-file limit "
-                                                   "(MEMEINDEX_FILE_TIMEOUT)")
+                                                   "(MEMEINDEX_FILE_TIMEOUT)", by_run=True)
                         w.task = None
                         w.kill()
                         workers[i] = self._respawn(pending)

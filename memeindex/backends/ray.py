@@ -33,8 +33,8 @@ class _Analyzer:
         silence_native_stderr()
         self.analysis = Analysis(settings)
 
-    def run(self, ref, data: bytes, phash_only: bool) -> FileRows:
-        return self.analysis.run_bytes(ref, data, phash_only)
+    def run(self, ref, data: bytes, phash_only: bool, run_failures: int = 0) -> FileRows:
+        return self.analysis.run_bytes(ref, data, phash_only, run_failures)
 
 
 class RayBackend:
@@ -62,10 +62,10 @@ class RayBackend:
         self.workers = max(1, min(workers or cluster_cpus, cluster_cpus))
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Analyzer)
 
-    def _failed(self, task: Task, reason: str) -> FileRows:
+    def _failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
         from ..workers import failed_rows
 
-        return failed_rows(task, reason, self.model_id, self.detector)
+        return failed_rows(task, reason, self.model_id, self.detector, by_run)
 
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
         from ..workers import read_file
@@ -98,7 +98,7 @@ class RayBackend:
                         try:
                             data, ref = read_file(self.root / task.rel, task, self.settings.max_file_bytes)
                         except OSError as exc:
-                            yield self._failed(task, f"cannot read: {exc.strerror or exc}")
+                            yield self._failed(task, f"cannot read: {exc.strerror or exc}", by_run=True)
                             continue
                         except MemeIndexError as exc:
                             yield self._failed(task, str(exc))
@@ -106,7 +106,8 @@ class RayBackend:
                         if not queued(i):
                             head_since[i] = time.monotonic()
                         order += 1
-                        in_flight[actors[i].run.remote(ref, data, task.phash_only)] = (task, i, order)
+                        running = actors[i].run.remote(ref, data, task.phash_only, task.run_failures)
+                        in_flight[running] = (task, i, order)
                 if not in_flight:
                     continue
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
@@ -121,11 +122,11 @@ class RayBackend:
                         deaths += 1
                         if deaths > 4 * len(actors) + 4:
                             raise WorkerFailed("Ray workers keep dying") from exc
-                        yield self._failed(head, f"the worker analysing it died ({type(exc).__name__})")
+                        yield self._failed(head, f"the worker analysing it died ({type(exc).__name__})", by_run=True)
                         replace(i)
                         continue
                     except ray.exceptions.RayError as exc:
-                        rows = self._failed(task, f"{type(exc).__name__}: {exc}")
+                        rows = self._failed(task, f"{type(exc).__name__}: {exc}", by_run=True)  # Ray's, not the file's
                     in_flight.pop(obj)
                     head_since[i] = time.monotonic()
                     yield rows
@@ -136,7 +137,7 @@ class RayBackend:
                         if q and now - head_since[i] > timeout:
                             head = in_flight.pop(q[0][1])[0]
                             yield self._failed(head, f"took longer than the {timeout:g} s per-file limit "
-                                                     "(MEMEINDEX_FILE_TIMEOUT)")
+                                                     "(MEMEINDEX_FILE_TIMEOUT)", by_run=True)
                             replace(i)
         finally:
             for actor in actors:
