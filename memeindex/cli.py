@@ -288,7 +288,8 @@ def serve(index_dir, host, port):
     run_server(index_dir, host, port, Settings.from_env())
 
 
-# -- text for people: the library returns data (its to_dict() is the --json format); the words live here ----------
+# -- text for people: the library returns data (its to_dict() is the --json format); the words live here (the
+# contact sheet, a picture for people, takes its words from here too) ---------------------------------------------
 def format_build(summary) -> str:
     """One line: what an `indexer.BuildSummary` counted, then the model and detector, then the time."""
     return ("memeindex build: indexed={indexed} unchanged={unchanged} reused={reused} removed={removed} "
@@ -307,11 +308,21 @@ def _some(names: list[str], shown: int) -> str:
     return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
+def format_traits(traits) -> str:
+    """The traits both faces share (`traits.Trait`s), for people: "smiling 0.8, jaw open 0.5"."""
+    return ", ".join(f"{t.name} {t.strength:.1f}" for t in traits)
+
+
+def format_variant_count(count: int) -> str:
+    """How many other files of a meme's template there are: "+1 variant", "+7 variants"."""
+    return f"+{count} variant{'s' if count > 1 else ''}"
+
+
 def format_match(match, rank: int) -> str:
     """One row of a result table (a `search.Match`): rank, score, distance, path, shared traits, variants, a weak
     label."""
-    shared = f"  [{', '.join(str(t) for t in match.traits)}]" if match.traits else ""
-    variants = f"  +{len(match.variants)} variant{'s' if len(match.variants) > 1 else ''}" if match.variants else ""
+    shared = f"  [{format_traits(match.traits)}]" if match.traits else ""
+    variants = f"  {format_variant_count(len(match.variants))}" if match.variants else ""
     weak = "  (weak match)" if match.weak else ""
     return f"{rank:>2}  {match.score * 100:4.0f}%  {match.distance:5.3f}  {match.path}{shared}{variants}{weak}"
 

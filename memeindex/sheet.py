@@ -78,6 +78,8 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
     """
     from PIL import Image, ImageDraw
 
+    from .cli import format_traits, format_variant_count  # the words people read have one owner
+
     out_path = Path(out_path)
     count = 1 + len(result.matches)
     columns = min(count, COLUMNS)
@@ -100,10 +102,10 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         colour = WEAK_COLOUR if m.weak else MATCH_COLOUR
         _fit(sheet, _picture(_meme_path(searcher_or_root, m), m.frame), cell, x, y, [(m.box, colour, 4)])
         detail = f"score {m.score * 100:.0f}%" + (" (weak)" if m.weak else "") + f"  distance {m.distance:.3f}"
-        shared = ", ".join(str(t) for t in m.traits) or "no strong trait in common"
+        shared = format_traits(m.traits) or "no strong trait in common"
         lines = [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15), (shared, (70, 70, 80), 15)]
         if m.variants:
-            lines.append((f"+{len(m.variants)} variant{'s' if len(m.variants) > 1 else ''}: "
+            lines.append((f"{format_variant_count(len(m.variants))}: "
                           + ", ".join(v.path.rsplit("/", 1)[-1] for v in m.variants), (120, 120, 130), 13))
         _caption(draw, x, y + cell, cell, lines)
 

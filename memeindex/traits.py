@@ -58,14 +58,13 @@ _NAMES = list(TRAITS)
 
 @dataclass(frozen=True)
 class Trait:
+    """Data: the CLI (cli.format_traits) words it for people."""
+
     name: str
     strength: float  # 0..1: how strongly both faces show it (the weaker of the two)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "strength": round(self.strength, 2)}
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.strength:.1f}"
 
 
 def raw_levels(blendshapes: np.ndarray) -> np.ndarray:
