@@ -88,8 +88,11 @@ def meme_name(path: str) -> str:
     return re.sub(r"[-_]+", " ", stem).strip() or stem
 
 
-class _Generation:
-    """One published generation, loaded lean: the FAISS index and numpy/Arrow columns, no Python object per row.
+class LoadedGeneration:
+    """One published generation as a Searcher holds it, loaded lean: the FAISS index and numpy/Arrow columns, no
+    Python object per row. Read-only: every search in flight shares it (a reload swaps in another object and never
+    changes this one), so readers (`Searcher.loaded_generation`: benchmarks, measurements) read its `index`,
+    `facts`, `root` and the per-face-row accessors, and never assign to it.
 
     A face costs 4 bytes here (its file's row; its frame, box and blendshapes stay in faces.rows, read per match)
     and a file one Arrow string, an 8-byte id and a template number: Python lists of paths, hashes and templates cost ~1 GB at a
@@ -285,7 +288,7 @@ class Searcher:
         self.embedder = analyzer.embedder if analyzer else get_embedder(self.settings)
         self._lock = threading.Lock()
         self._stamp = self.index_dir.pointer_stamp()
-        self._gen = _Generation(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
+        self._gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
         self.curve = calibrate.curve_for(self.embedder.model_id)
 
     @property
@@ -301,9 +304,9 @@ class Searcher:
         return self._gen.root
 
     @property
-    def loaded_generation(self) -> _Generation:
-        """The generation searches use now (its FAISS `index`, `facts`, and per face row `meme_id`, `path`,
-        `face_row`), for measurements: read it, never change it. A reload swaps in another object."""
+    def loaded_generation(self) -> LoadedGeneration:
+        """The generation searches use now (a read-only LoadedGeneration: its FAISS `index`, `facts`, and per face
+        row `meme_id`, `path`, `face_row`), for measurements. A reload swaps in another object."""
         return self._gen
 
     def reload_if_changed(self) -> bool:
@@ -312,7 +315,7 @@ class Searcher:
             return False
         with self._lock:
             if stamp != self._stamp:
-                gen = _Generation(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
+                gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
                 self._gen, self._stamp = gen, stamp  # one reference swap: searches in flight keep the old one
                 log.info("loaded index generation with %d faces", gen.index.ntotal)
         return True
@@ -336,7 +339,7 @@ class Searcher:
                 return matches
             matches, seen, want = [], set(), want * 4
 
-    def _match(self, gen: _Generation, row: int, distance: float, query_traits: np.ndarray | None) -> Match:
+    def _match(self, gen: LoadedGeneration, row: int, distance: float, query_traits: np.ndarray | None) -> Match:
         score = float(self.curve.score(distance))
         record = gen.face_row(row)
         shared = [] if query_traits is None else traits.shared_strengths(

@@ -134,7 +134,7 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
     """Several faces per image, files without faces, a failed one, a template of three files and an odd name:
     every face maps back to its own file, id, template and variants."""
     from memeindex.generation import FaceRow, ImageRow, IndexDir
-    from memeindex.search import _Generation
+    from memeindex.search import LoadedGeneration
 
     dim, rng, faces, images = 8, np.random.default_rng(3), [], []
     for i in range(30):
@@ -153,7 +153,7 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
                                          generation.sort_images(generation.images_table(images)), built.index,
                                          model_id="fake-v1", dim=dim, root="/r", **built.facts)
 
-    g = _Generation(folder, "fake-v1", dim)
+    g = LoadedGeneration(folder, "fake-v1", dim)
     assert isinstance(g.face_file, np.ndarray) and len(g.face_file) == len(faces)
     rows = generation.Generation(folder).faces()
     for i, (path, sha, frame, box, shapes) in enumerate(zip(
@@ -166,7 +166,7 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
     # A generation written before faces.rows existed: the same records, derived from faces.parquet at load.
     written = [g.face_row(i).tobytes() for i in range(len(faces))]
     (folder / generation.FACE_ROWS_FILE).unlink()
-    old = _Generation(folder, "fake-v1", dim)
+    old = LoadedGeneration(folder, "fake-v1", dim)
     assert [old.face_row(i).tobytes() for i in range(len(faces))] == written
     for img in images:
         if img.status != "failed":
