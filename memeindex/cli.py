@@ -298,14 +298,15 @@ def format_build(summary) -> str:
             "in {seconds:.1f}s").format(**summary.to_dict())
 
 
-VARIANTS_SHOWN = 3  # a template of many files would run its "also:" line off the screen; --json lists them all
+VARIANTS_SHOWN = 3  # a template of many files would run its "also:" line off the screen; --json lists more
 
 
-def _some(names: list[str], shown: int) -> str:
-    """The first `shown` names, then how many more: "a.jpg, b.jpg, c.jpg and 7 more"."""
-    if len(names) <= shown:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+def _some(names: list[str], shown: int, total: int) -> str:
+    """The first `shown` of `total` names (`names` may list fewer than `total`), then how many more:
+    "a.jpg, b.jpg, c.jpg and 7 more"."""
+    if total <= shown:
+        return ", ".join(names[:shown])
+    return f"{', '.join(names[:shown])} and {total - shown} more"
 
 
 def format_traits(traits) -> str:
@@ -322,7 +323,7 @@ def format_match(match, rank: int) -> str:
     """One row of a result table (a `search.Match`): rank, score, distance, path, shared traits, variants, a weak
     label."""
     shared = f"  [{format_traits(match.traits)}]" if match.traits else ""
-    variants = f"  {format_variant_count(len(match.variants))}" if match.variants else ""
+    variants = f"  {format_variant_count(match.variants_total)}" if match.variants_total else ""
     weak = "  (weak match)" if match.weak else ""
     return f"{rank:>2}  {match.score * 100:4.0f}%  {match.distance:5.3f}  {match.path}{shared}{variants}{weak}"
 
@@ -336,7 +337,7 @@ def format_query(result) -> str:
     for rank, m in enumerate(result.matches, 1):
         lines.append(format_match(m, rank))
         if m.variants:
-            lines.append(f"{'':>21}also: {_some([v.path for v in m.variants], VARIANTS_SHOWN)}")
+            lines.append(f"{'':>21}also: {_some([v.path for v in m.variants], VARIANTS_SHOWN, m.variants_total)}")
     if not result.matches:
         lines.append("    (the index holds no faces)")
     if not result.calibrated:

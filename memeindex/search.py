@@ -27,6 +27,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 MEME_ID = re.compile(r"^[0-9a-f]{16}$")
+# The other files of a match's template listed in the result (`variants`); `variants_total` counts them all. A
+# template copied thousands of times would otherwise put every copy in every match of every answer.
+VARIANTS_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -50,15 +53,20 @@ class Match:
     box: tuple  # the matched face, x0, y0, x1, y1 in the file's (EXIF-upright) pixels
     frame: int
     traits: list[traits.Trait] = field(default_factory=list)  # what both faces show, strongest first
-    variants: list[Variant] = field(default_factory=list)  # the template's other files
+    variants: list[Variant] = field(default_factory=list)  # the template's other files, at most VARIANTS_LISTED
     weak: bool = False  # score below settings.weak_score
+    variants_total: int = 0  # how many other files the template has, listed or not (at least len(variants))
+
+    def __post_init__(self) -> None:
+        self.variants_total = max(self.variants_total, len(self.variants))
 
     def to_dict(self) -> dict:
         """The one result format (CLI --json and the API)."""
         return {"id": self.id, "path": self.path, "name": self.name, "score": round(float(self.score), 4),
                 "distance": round(float(self.distance), 4), "box": [round(float(v), 1) for v in self.box],
                 "frame": int(self.frame), "traits": [t.to_dict() for t in self.traits],
-                "variants": [v.to_dict() for v in self.variants], "weak": bool(self.weak)}
+                "variants": [v.to_dict() for v in self.variants], "variants_total": int(self.variants_total),
+                "weak": bool(self.weak)}
 
 
 @dataclass
@@ -185,12 +193,14 @@ class LoadedGeneration:
     def template(self, row: int) -> int:
         return int(self.file_template[self.face_file[row]])
 
-    def variants(self, row: int) -> list[Variant]:
-        """The other files of the template of face `row` (copies of the matched file itself left out)."""
+    def variants(self, row: int, listed: int = VARIANTS_LISTED) -> tuple[list[Variant], int]:
+        """The first `listed` other files of the template of face `row`, in path order, and how many there are
+        (copies of the matched file itself left out). Only the listed ones become Python objects."""
         own, group = self.ids[self.face_file[row]], self.template(row)
         members = self._members[self._member_start[group]:self._member_start[group + 1]]
-        return [Variant(f"{int(self.ids[m]):016x}", self.paths[int(m)].as_py()) for m in members
-                if self.ids[m] != own]
+        members = members[self.ids[members] != own]
+        return [Variant(f"{int(self.ids[m]):016x}", self.paths[int(m)].as_py()) for m in members[:listed]], \
+            len(members)
 
     def file(self, meme_id: str) -> str:
         """The relative file name (as os.open needs it) of the file with this meme id; KeyError if none."""
@@ -345,9 +355,11 @@ class Searcher:
         shared = [] if query_traits is None else traits.shared_strengths(
             query_traits, traits.strengths(record["blendshapes"] / 255.0)[0])
         path = gen.path(row)
+        variants, variants_total = gen.variants(row)
         return Match(id=gen.meme_id(row), path=path, name=meme_name(path), score=score,
                      distance=distance, box=tuple(float(v) for v in record["box"]), frame=int(record["frame"]),
-                     traits=shared, variants=gen.variants(row), weak=score < self.settings.weak_score)
+                     traits=shared, variants=variants, variants_total=variants_total,
+                     weak=score < self.settings.weak_score)
 
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:
         faces = self.analyzer.analyze(source)

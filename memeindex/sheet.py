@@ -105,7 +105,7 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         shared = format_traits(m.traits) or "no strong trait in common"
         lines = [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15), (shared, (70, 70, 80), 15)]
         if m.variants:
-            lines.append((f"{format_variant_count(len(m.variants))}: "
+            lines.append((f"{format_variant_count(m.variants_total)}: "
                           + ", ".join(v.path.rsplit("/", 1)[-1] for v in m.variants), (120, 120, 130), 13))
         _caption(draw, x, y + cell, cell, lines)
 

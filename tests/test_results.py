@@ -17,7 +17,8 @@ from memeindex import calibrate, traits
 from memeindex.cli import main
 from memeindex.embedders.registry import DEFAULT_LEARNED
 
-MATCH_KEYS = {"id", "path", "name", "score", "distance", "box", "frame", "traits", "variants", "weak"}
+MATCH_KEYS = {"id", "path", "name", "score", "distance", "box", "frame", "traits", "variants", "variants_total",
+              "weak"}
 
 
 def run(*args):
@@ -53,6 +54,7 @@ def test_a_duplicate_pair_is_one_result_and_scores_mean_something(tmp_path, grac
     top, other = matches
     pair = {"grace.jpg", "other-site/grace-hopper-meme.jpg"}
     assert [v["path"] for v in top["variants"]] == sorted(pair - {top["path"]}) and other["variants"] == []
+    assert (top["variants_total"], other["variants_total"]) == (1, 0)
     assert all(set(m) >= MATCH_KEYS for m in matches) and result["calibrated"] is True
     # The same photo again scores near 1; a smiling astronaut, another expression, far lower and weak.
     assert top["score"] >= 0.9 and not top["weak"]
@@ -143,3 +145,45 @@ def test_known_duplicate_templates_and_a_wide_open_mouth(tmp_path):
             jaw = [t for t in m["traits"] if t["name"] == "jaw open"]
             assert jaw and jaw[0]["strength"] >= 0.8, m["traits"]
     assert any(m["path"] == files[5] for m in result["matches"])
+
+
+def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
+    """A meme copied far more often than the result lists (a fake generation, no model): every answer names
+    VARIANTS_LISTED of its copies and carries how many there are, in the one format of --json and the API."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from memeindex import generation, vectors
+    from memeindex.cli import VARIANTS_SHOWN, format_query
+    from memeindex.generation import FaceRow, ImageRow, IndexDir
+    from memeindex.search import VARIANTS_LISTED, QueryResult, Searcher
+
+    dim, copies = 8, VARIANTS_LISTED + 5
+    unit = np.eye(dim, dtype=np.float32)
+    images, faces = [], []
+    for i in range(copies + 1):  # copies of one template, then one meme of its own
+        path, sha = f"copy-{i:03d}.jpg" if i < copies else "alone.jpg", hashlib.sha256(b"%d" % i).hexdigest()
+        template = "t-many" if i < copies else ""
+        images.append(ImageRow(path, sha, 1, i, "faces", 1, "", "", template))
+        faces.append(FaceRow(path, sha, 1, i, 0, 0, (0, 0, 9, 9), 0.9, np.zeros(52, np.float32),
+                             unit[0] if i < copies else unit[1], "fake-v1", template))
+    faces_t = generation.sort_faces(generation.faces_table(faces, dim))
+    built = vectors.build_index(generation.embeddings(faces_t), dim, "flat")
+    generation.write_generation(IndexDir(tmp_path / "index"), faces_t,
+                                generation.sort_images(generation.images_table(images)), built.index,
+                                model_id="fake-v1", dim=dim, root=str(tmp_path), **built.facts)
+    analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id="fake-v1", dim=dim), close=lambda: None)
+    searcher = Searcher(tmp_path / "index", analyzer=analyzer)
+    try:
+        many, alone = searcher.search_vector(unit[0], k=2)
+    finally:
+        searcher.close()
+    out = many.to_dict()
+    assert set(out) >= MATCH_KEYS and len(out["variants"]) == VARIANTS_LISTED
+    assert out["variants_total"] == copies - 1  # every copy but the matched file itself
+    assert [v["path"] for v in out["variants"]] == sorted(p.path for p in images[:copies] if p.path != out["path"]
+                                                         )[:VARIANTS_LISTED]
+    assert (alone.to_dict()["variants"], alone.to_dict()["variants_total"]) == ([], 0)
+    query_face = SimpleNamespace(box=(0, 0, 9, 9), frame=0, score=0.9)
+    table = format_query(QueryResult([query_face], 0, [many, alone], "fake-v1", calibrated=False)).splitlines()
+    assert f"+{copies - 1} variants" in table[2] and table[3].endswith(f"and {copies - 1 - VARIANTS_SHOWN} more")

@@ -48,6 +48,7 @@ def test_search_returns_top_k_with_boxes(client, index):
     assert top["path"] in ("grace-hopper.jpg", "grace-close-up.jpg")
     assert [v["path"] for v in top["variants"]] == [{"grace-hopper.jpg": "grace-close-up.jpg",
                                                       "grace-close-up.jpg": "grace-hopper.jpg"}[top["path"]]]
+    assert top["variants_total"] == 1 and body["matches"][2]["variants_total"] == 0
     assert top["name"] == top["path"][:-4].replace("-", " ")
     assert top["distance"] < 0.15 and 0.9 < top["score"] <= 1.0 and not top["weak"]
     assert [m["path"] for m in body["matches"]][1] == "grace_mirrored.png"  # Grace's pictures before the astronaut

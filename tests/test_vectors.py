@@ -175,7 +175,9 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
         g.file("0123456789abcdef")
     # Template members are variants of each other (the matched file itself left out); an ungrouped file has none.
     row3 = [i for i in range(len(faces)) if "template 003" in g.path(i)][0]
-    assert [v.path for v in g.variants(row3)] == sorted(images[k].path for k in (4, 6))
+    listed, total = g.variants(row3)
+    assert [v.path for v in listed] == sorted(images[k].path for k in (4, 6)) and total == 2
+    assert g.variants(row3, listed=1) == (listed[:1], 2)  # a capped list still counts them all
     assert g.template(row3) == g.template([i for i in range(len(faces)) if "template 004" in g.path(i)][0])
     row8 = [i for i in range(len(faces)) if "template 008" in g.path(i)][0]
-    assert g.variants(row8) == [] and g.template(row8) != g.template(row3)
+    assert g.variants(row8) == ([], 0) and g.template(row8) != g.template(row3)

@@ -59,7 +59,9 @@ class MatchOut(BaseModel):
     box: list[float] = Field(description="matched face: x0, y0, x1, y1 in the file's pixels")
     frame: int
     traits: list[TraitOut] = Field(description="expression traits both faces show, strongest first")
-    variants: list[VariantOut] = Field(description="the template's other files (near-duplicates)")
+    variants: list[VariantOut] = Field(description="the template's other files (near-duplicates), the first "
+                                       "search.VARIANTS_LISTED of them in path order")
+    variants_total: int = Field(ge=0, description="how many other files the template has, listed or not")
     weak: bool = Field(description="score below MEMEINDEX_WEAK_SCORE")
     image_url: str
     thumb_url: str

@@ -170,10 +170,13 @@ function render(list) {
       item.title = `both faces: ${t.name}, strength ${t.strength.toFixed(2)}`;
       return item;
     }));
+    // `variants` lists the first few of the template's other files; `variants_total` counts them all.
     const variants = m.variants || [];
-    li.querySelector(".variants").textContent = variants.length
-      ? `+${variants.length} variant${variants.length > 1 ? "s" : ""} of this meme` : "";
-    li.querySelector(".variants").title = variants.map((v) => v.path).join("\n");
+    const total = Math.max(m.variants_total || 0, variants.length);
+    li.querySelector(".variants").textContent = total
+      ? `+${total} variant${total > 1 ? "s" : ""} of this meme` : "";
+    li.querySelector(".variants").title = variants.map((v) => v.path).join("\n") +
+      (total > variants.length ? `\nand ${total - variants.length} more` : "");
     li.classList.toggle("weak", Boolean(m.weak));
     li.title = `${m.path} · ${pct}% likely the same expression`;
     return li;
