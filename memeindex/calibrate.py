@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomicfile import replacing
+
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = Path(__file__).resolve().with_name("calibration.json")
@@ -114,10 +116,9 @@ def save(model_id: str, curve: Curve, facts: dict, path: Path = CALIBRATION_FILE
     models = data.setdefault("models", {})
     models[model_id] = {**facts, "distances": list(curve.distances), "scores": list(curve.scores)}
     data["models"] = dict(sorted(models.items()))
-    tmp = path.with_suffix(".json.tmp")
     text = re.sub(r"\[\s+([-0-9.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
                   json.dumps(data, indent=2))  # a knot list on one line
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
     _entries.cache_clear()
     return path

