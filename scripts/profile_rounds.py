@@ -7,8 +7,10 @@ Runs memeindex.faces.FaceDetector (one inference thread, so a model run's CPU ti
 on every frame memeindex.images.decode gives, and books each model run (detector, full-range, mesh, blendshapes)
 to the round it belongs to: `first` (the full frame, what the plain Face Landmarker does), `pad` (close-up),
 `detector-tiles` (panels, quarters), `full-frame` and `full-tiles` (the full-range detector), `turned` (the turned
-mesh retry), `rescue` (the last resort for a frame without a face); `agree` counts the faces the detector agreement adds. A profiling aid, not a test: it wraps the
-detector's private methods, so it follows memeindex/faces/detector.py and may need a touch when that changes.
+mesh retry), `rescue` (the last resort for a frame without a face), `vouch-rescue` (detector 4's very last look);
+the full-range vouch on a box's own crop is booked to the round that asked for it; `agree` counts the faces the
+detector agreement adds. A profiling aid, not a test: it wraps the detector's private methods, so it follows
+memeindex/faces/detector.py and may need a touch when that changes.
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
 
     region, confirm = det_mod.FaceDetector._detect_region, det_mod.FaceDetector._confirm
     retry, agree = det_mod.FaceDetector._turned_retry, det_mod.FaceDetector._agree
-    rescue = det_mod.FaceDetector._rescue
+    rescue, vouch, vouch_rescue = (det_mod.FaceDetector._rescue, det_mod.FaceDetector._vouch,
+                                   det_mod.FaceDetector._vouch_rescue)
 
     def _detect_region(self, pyr, x0, y0, x1, y1, value=0, min_score=None, model="detector", weak=None):
         whole = (x0, y0, x1, y1) == (0, 0, *cur["size"])
@@ -91,6 +94,19 @@ def main(argv=None) -> int:
         book(seen)
         return added
 
+    def _vouch(self, pyr, seen, box):
+        asking = cur["round"]  # the vouch's own detector run belongs to the round that asks for it
+        try:
+            return vouch(self, pyr, seen, box)
+        finally:
+            cur["round"] = asking
+
+    def _vouch_rescue(self, pyr, seen, weak, w, h):
+        cur["round"] = "vouch-rescue"
+        added = vouch_rescue(self, pyr, seen, weak, w, h)
+        book(seen)
+        return added
+
     def _agree(self, seen):
         added = agree(self, seen)
         booked["agree"][2] += added
@@ -102,6 +118,8 @@ def main(argv=None) -> int:
     det_mod.FaceDetector._turned_retry = _turned_retry
     det_mod.FaceDetector._agree = _agree
     det_mod.FaceDetector._rescue = _rescue
+    det_mod.FaceDetector._vouch = _vouch
+    det_mod.FaceDetector._vouch_rescue = _vouch_rescue
 
     frames = 0
     for path in files:

@@ -303,7 +303,8 @@ def test_no_face_in_the_faceless_labelled_memes(detector):
     if not LABELS.is_file() or not SHARED_MEMES.is_dir():
         pytest.skip("labels or ../shared/data absent")
     # The dev rows (tune, heldout, tune2, tune3): faceless memes (real animals' faces left out) the thresholds were
-    # chosen to keep faceless, a regression guard. The test rows' false faces are measured by scripts/measure_detection.py.
+    # chosen to keep faceless, a regression guard. The test rows' false faces are measured by
+    # scripts/measure_detection.py.
     with open(LABELS, newline="") as f:
         names = [r["file"] for r in csv.DictReader(f)
                  if r["label"] == "none" and "animal" not in r["notes"]
