@@ -113,6 +113,11 @@ def stored_path(rel: str) -> tuple[str, bytes | None]:
         return raw.decode("utf-8", "backslashreplace"), raw
 
 
+def shown_path(rel: str) -> str:
+    """How a relative path is shown to people (logs, tables, `--json`): a name that is not UTF-8 with `\\xNN`."""
+    return stored_path(rel)[0]
+
+
 def fs_path(path: str, path_bytes: bytes | None) -> str:
     """The in-memory (surrogate-escaped) relative path of a stored row: what `os.open(root / it)` needs."""
     return os.fsdecode(path_bytes) if path_bytes is not None else path

@@ -99,9 +99,9 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
                     gen.image_rows(ck_images), retry_failed)
         for rel, reason in scan.skipped + work.skipped:
-            log.warning("skipping %s: %s", rel, reason)
+            log.warning("skipping %s: %s", gen.shown_path(rel), reason)
         for rel in work.ignored:
-            log.info("ignoring %s: not an image", rel)
+            log.info("ignoring %s: not an image", gen.shown_path(rel))
         scanned = {f.rel for f in scan.files}
         gone = [r.path for r in prev_images] if not rebuild else \
             gen.row_keys(previous.images(["path", "path_bytes"])) if previous is not None else []
@@ -161,7 +161,7 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
             summary.indexed += 1
             if rows.image.status == "failed":
                 summary.failed_now += 1
-                log.warning("skipping %s: %s", rows.image.path, rows.image.reason)
+                log.warning("skipping %s: %s", gen.shown_path(rows.image.path), rows.image.reason)
             done.append(rows)
             pending.append(rows)
             if len(pending) >= settings.checkpoint_every:

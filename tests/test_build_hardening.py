@@ -61,6 +61,18 @@ def test_non_utf8_file_name_is_indexed_and_opens(tmp_path, two, grace_path):
     assert summary(run("build", two, "--index", index))["unchanged"] == "3"  # and it stays found
 
 
+def test_skip_lines_show_a_non_utf8_name_as_the_index_does(tmp_path):
+    root = tmp_path / "memes"
+    root.mkdir()
+    (root / os.fsdecode(b"broken\xff.jpg")).write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")  # fails analysis
+    os.mkfifo(root / os.fsdecode(b"pipe\xfe.jpg"))  # skipped by the scan
+    result = run("build", root, "--index", tmp_path / "index", "--backend", "inprocess")
+    assert result.exit_code == 0, result.output
+    assert "skipping broken\\xff.jpg: " in result.stderr
+    assert "skipping pipe\\xfe.jpg: not a regular file" in result.stderr
+    assert "\\udc" not in result.stderr  # never Python's surrogate escapes
+
+
 KILL_WORKERS_HOLDING_FILES_5_AND_9 = """
 import os, signal, sys
 
