@@ -67,13 +67,27 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# (path, size, mtime_ns) of the model files this process has verified: each is hashed once per process.
+_verified: set[tuple[str, int, int]] = set()
+
+
 def model_path(model: ModelFile, models_dir: Path) -> Path:
-    """The verified path of a fetched model, or ModelMissing naming the command to run."""
+    """The verified path of a fetched model, or ModelMissing naming the command to run.
+
+    The sha256 is checked, not just the size: a damaged file of the right size would otherwise reach the model
+    loaders, which fail with a traceback (BadZipFile, a LiteRT error) instead of this one line."""
     path = Path(models_dir) / model.filename
     if not path.is_file():
         raise ModelMissing(f"model {model.filename} not found in {models_dir}: {FETCH_HINT}")
-    if path.stat().st_size != model.size:
+    stat = path.stat()
+    if stat.st_size != model.size:
         raise ModelChecksumMismatch(f"{path} has the wrong size: delete it and {FETCH_HINT}")
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        if sha256_file(path) != model.sha256:
+            raise ModelChecksumMismatch(f"{path} is damaged (its sha256 is not the pinned one): delete it and "
+                                        f"{FETCH_HINT}")
+        _verified.add(key)
     return path
 
 

@@ -103,3 +103,18 @@ def test_missing_model_names_the_command(tmp_path, monkeypatch, grace_path):
     result = CliRunner().invoke(main, ["query", str(grace_path), "--index", str(tmp_path)])
     assert result.exit_code in (3, 4)  # no model (3) or, checked first, no index (4): never a traceback
     assert "memeindex: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_damaged_model_of_the_right_size_is_one_error_line(tmp_path, monkeypatch, grace_path):
+    for model in models.REGISTRY.values():
+        shutil.copy(models.model_path(model, Settings.from_env().models_dir), tmp_path / model.filename)
+    damaged = tmp_path / models.FACE_LANDMARKER.filename
+    damaged.write_bytes(bytes(models.FACE_LANDMARKER.size))  # right size, wrong bytes: not even a zip
+    with pytest.raises(ModelChecksumMismatch, match="damaged"):
+        models.model_path(models.FACE_LANDMARKER, tmp_path)
+    monkeypatch.setenv("MEMEINDEX_MODELS", str(tmp_path))
+    (tmp_path / "memes").mkdir()
+    shutil.copy(grace_path, tmp_path / "memes")
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "memes"), "--index", str(tmp_path / "index")])
+    assert result.exit_code == ModelChecksumMismatch.exit_code, result.output
+    assert "memeindex: error:" in result.stderr and "Traceback" not in result.stderr
