@@ -131,6 +131,12 @@ def query(image, k, face, sheet, index_dir, as_json):
         return
     from .search import Searcher
 
+    if sheet:
+        from .sheet import SUFFIXES
+
+        if sheet.suffix.lower() not in SUFFIXES:  # refuse before the work, not with a traceback after it
+            raise click.BadParameter(f"{sheet.name}: a contact sheet is saved as {', '.join(SUFFIXES)}",
+                                     param_hint="'--sheet'")
     with native_stderr_filtered():
         searcher = Searcher(index_dir, settings)
         try:

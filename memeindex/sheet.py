@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 QUERY_COLOUR, MATCH_COLOUR, WEAK_COLOUR, OTHER_COLOUR = (39, 174, 96), (255, 140, 0), (150, 150, 160), (190, 190, 190)
 PAD, CAPTION, COLUMNS = 14, 96, 6
+SUFFIXES = (".png", ".jpg", ".jpeg")  # what a contact sheet is saved as, by the out path's suffix
 
 
 def _font(size: int):
