@@ -490,7 +490,9 @@ class Generation:
     def read_index(self):
         from . import vectors
 
-        return vectors.read_index(self.index_path, self.facts)
+        facts = self.facts
+        with self._readable(INDEX_FILE, RuntimeError):  # FAISS raises RuntimeError for a file it cannot read
+            return vectors.read_index(self.index_path, facts)
 
 
 # -- the index folder ----------------------------------------------------------------------------------------------

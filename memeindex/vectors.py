@@ -203,15 +203,13 @@ def write_index(index, path: Path) -> None:
 
 
 def read_index(path: Path, facts: dict | None = None):
-    """The index at `path` with the search parameters of its `facts` applied; refuses a type it cannot honour."""
+    """The index at `path` with the search parameters of its `facts` applied; refuses a type it cannot honour.
+    A file FAISS cannot read (truncated, overwritten) raises FAISS's RuntimeError: the generation reports it as
+    damage (generation.Generation.read_index), since the type was checked from the facts first."""
     faiss = _faiss()
     facts = facts or {}
     check_index_type(facts, Path(path).parent.parent)
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise IndexTypeUnsupported(f"index {Path(path).parent.parent} cannot be read by this FAISS ({exc}): "
-                                   f"rebuild it: {REBUILD_HINT}") from None
+    index = faiss.read_index(str(path))
     space = faiss.ParameterSpace()
     for name, value in (facts.get("index_params") or {}).items():
         if name in SEARCH_PARAMS:

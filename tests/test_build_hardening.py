@@ -242,6 +242,10 @@ def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_pat
     assert run("build", two, "--index", index, "--rebuild").exit_code == 0  # the way out it names works
     assert run("check", "--index", index).exit_code == 0
     assert run("query", grace_path, "--index", index).exit_code == 0
+    vectors = IndexDir(index).generation().index_path
+    vectors.write_bytes(vectors.read_bytes()[: vectors.stat().st_size // 2])  # damage, not an index of another kind
+    damaged = run("query", grace_path, "--index", index)
+    assert damaged.exit_code == IndexDamaged.exit_code and "index.faiss" in damaged.stderr, damaged.output
 
 
 def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):
