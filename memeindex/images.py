@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,11 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     except FileNotFoundError:  # vanished between the check and the open
         raise FileMissing(f"{stream}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(str(exc)) from None
+        # Pillow checks first, inside Image.open, against its own global limit (this cap or above: _allow_pixels),
+        # and its error quotes twice that limit: say the image's pixels and this cap, as the check above does.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels[1]):,} pixels" if pixels else "the image"
+        raise ImageTooLarge(f"{size} is over the {hard_max_pixels:,}-pixel cap") from None
     except UnidentifiedImageError:
         raise NotAnImage("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data

@@ -1,5 +1,7 @@
 """Decoding real-world files: every mode to RGB, EXIF rotation, animated frames, pixel caps, broken bytes."""
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -69,6 +71,17 @@ def test_pixel_cap_downscales_and_hard_cap_refuses():
     assert frame.scale == pytest.approx(frame.rgb.shape[1] / 4000)
     with pytest.raises(ImageTooLarge):
         decode(big, hard_max_pixels=5_000_000)
+
+
+def test_a_header_claiming_900_megapixels_is_refused_unread_naming_the_cap():
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)  # 30000 x 30000 RGB, a few bytes of pixels
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) \
+        + chunk(b"IEND", b"")
+    with pytest.raises(ImageTooLarge, match=r"^900,000,000 pixels is over the 250,000,000-pixel cap$"):
+        decode(png)  # Pillow's own error quoted twice its limit ("exceeds limit of 500000000 pixels")
 
 
 @pytest.mark.parametrize("data", [b"", b"just some text, not a picture", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
