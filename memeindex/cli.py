@@ -206,11 +206,17 @@ def models():
 @click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS",
               help="Where models live (default: models/ of the checkout).")
 @click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds per network attempt.")
-def models_fetch(models_dir, timeout):
+@JSON
+def models_fetch(models_dir, timeout, as_json):
     """Fetch every pinned model, verifying its sha256."""
-    from .models import fetch_all
+    from .models import REGISTRY, fetch_all
 
-    for path in fetch_all(models_dir or Settings.from_env().models_dir, timeout=timeout):
+    fetched = fetch_all(models_dir or Settings.from_env().models_dir, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps([{"name": name, "path": str(path), "sha256": REGISTRY[name].sha256}
+                               for name, path in fetched.items()], indent=2))
+        return
+    for path in fetched.values():
         click.echo(f"ok {path}")
 
 

