@@ -100,7 +100,7 @@ class IndexDamaged(MemeIndexError):
 
 
 class RootMissing(MemeIndexError):
-    """The image root is missing or empty; refusing to wipe the index."""
+    """The image root is missing, not a folder, or holds no image file; refusing to wipe the index."""
 
     exit_code = 6
 

@@ -79,7 +79,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     model_id, dim, detector = embedder.model_id, embedder.dim, detector_id(settings)
     backend_name = backend or settings.backend
     if not root.is_dir():
-        raise RootMissing(f"image folder {root} does not exist: refusing to touch the index")
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise RootMissing(f"image folder {root} {what}: refusing to touch the index")
     scan = walk(root)
     if not scan.files:
         raise RootMissing(f"image folder {root} holds no files: refusing to wipe the index")
@@ -98,6 +99,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         ck_images, ck_faces = checkpoints.read(model_id, dim)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
                     gen.image_rows(ck_images), retry_failed)
+        if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
+            raise RootMissing(f"image folder {root} holds no image files: refusing to wipe the index")
         for rel, reason in scan.skipped + work.skipped:
             log.warning("skipping %s: %s", gen.shown_path(rel), reason)
         for rel in work.ignored:

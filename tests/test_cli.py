@@ -174,6 +174,12 @@ def test_missing_or_empty_root_never_wipes_the_index(tmp_path, folder):
     (tmp_path / "empty").mkdir()
     empty = run("build", tmp_path / "empty", "--index", index)
     assert empty.exit_code == RootMissing.exit_code
+    (tmp_path / "mount").mkdir()  # an unmounted share whose mount point holds a note
+    (tmp_path / "mount" / "README.txt").write_text("the meme share is mounted here\n")
+    no_images = run("build", tmp_path / "mount", "--index", index)
+    assert no_images.exit_code == RootMissing.exit_code and "no image files" in no_images.stderr
+    a_file = run("build", folder / "grace.jpg", "--index", index)
+    assert a_file.exit_code == RootMissing.exit_code and "is not a folder" in a_file.stderr
     assert IndexDir(index).current() == generation
     assert json.loads(run("info", "--index", index, "--json").stdout)["images"] == 3
 
