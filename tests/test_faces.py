@@ -372,6 +372,30 @@ def test_weak_boxes_both_models_vouch_for_are_found(detector, name, where, monke
         assert without.detect(rgb) == []
 
 
+# Dev rows (cartoon) nothing before detector 5 finds: a strong short-range box (0.64-0.78) the mesh doubts (presence
+# < 0.5: it was made for photographed faces), which the full-range detector vouches for on its own crop
+# (_vouch_doubted): Batman slapping Robin, Y U No, the balloon-chasing figure.
+@pytest.mark.shared
+@pytest.mark.parametrize("name, where", [
+    ("imgflip/14-Batman-Slapping-Robin.jpg", (0.6, 0.45, 0.85, 0.7)),  # Batman's face, in fractions of the frame
+    ("memegen/yuno.jpg", (0.35, 0.3, 0.6, 0.6)),
+    ("memegen/balloon.jpg", (0.1, 0.15, 0.35, 0.35)),
+])
+def test_doubted_cartoon_faces_the_full_range_detector_vouches_for_are_found(detector, name, where, monkeypatch):
+    from memeindex.faces import detector as detector_module
+
+    rgb = shared_meme(name)
+    h, w = rgb.shape[:2]
+    faces = detector.detect(rgb)
+    assert len(faces) == 1, [f.box for f in faces]
+    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
+    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
+    assert np.isfinite(faces[0].blendshapes).all()
+    monkeypatch.setattr(detector_module, "DOUBTED_VOUCH", 1.1)  # no vouch can pass: the rounds before find nothing
+    with FaceDetector(Settings.from_env(models_dir=MODELS)) as without:
+        assert without.detect(rgb) == []
+
+
 # -- no face ---------------------------------------------------------------------------------------------------
 def caption_meme() -> np.ndarray:
     import cv2
