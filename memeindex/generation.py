@@ -499,6 +499,8 @@ class Generation:
 class IndexDir:
     def __init__(self, path: Path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():  # else every command ends in NotADirectoryError
+            raise IndexMissing(f"no index at {self.path}: it is a file; an index is a folder (--index DIR)")
 
     def current(self) -> Path:
         """The folder of the published generation; IndexMissing when nothing was ever built here."""

@@ -184,6 +184,14 @@ def test_missing_or_empty_root_never_wipes_the_index(tmp_path, folder):
     assert json.loads(run("info", "--index", index, "--json").stdout)["images"] == 3
 
 
+def test_an_index_path_that_is_a_file_is_one_error_line(tmp_path, folder):
+    (tmp_path / "afile").write_text("not an index")
+    for args in (("info",), ("check",), ("build", folder)):
+        result = run(*args, "--index", tmp_path / "afile")
+        assert result.exit_code == IndexMissing.exit_code and "it is a file" in result.stderr, result.output
+    assert (tmp_path / "afile").read_text() == "not an index"
+
+
 def test_second_build_is_refused_while_one_runs(tmp_path, folder):
     index = tmp_path / "index"
     with IndexDir(index).lock():
