@@ -1,7 +1,7 @@
 """Write a file so that a reader (or a kill) never sees half of it: a temp file beside it, then a rename.
 
 The one owner of that fact for every file memeindex writes whole: the generation's tables and facts
-(generation.py), a fetched model (models.py), a download folder's index.tsv (download.py).
+(generation.py), a fetched model (models.py), a download folder's index.tsv (download.py), a contact sheet (sheet.py).
 """
 from __future__ import annotations
 

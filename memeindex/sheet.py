@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomicfile import replacing
 from .errors import MemeIndexError
 from .images import decode
 
@@ -111,8 +112,11 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         _caption(draw, x, y + cell, cell, lines)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save = sheet if out_path.suffix.lower() not in (".jpg", ".jpeg") else sheet.convert("RGB")
-    save.save(out_path)
+    fmt = Image.registered_extensions().get(out_path.suffix.lower())  # the temp file's name cannot tell Pillow
+    if fmt is None:
+        raise ValueError(f"{out_path.name}: no image format has the suffix {out_path.suffix!r}")
+    with replacing(out_path) as tmp:  # a killed query leaves the old sheet or none, never half of one
+        (sheet.convert("RGB") if fmt == "JPEG" else sheet).save(tmp, fmt)
     log.info("wrote contact sheet %s (%d matches)", out_path, len(result.matches))
     return out_path
 

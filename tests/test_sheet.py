@@ -50,3 +50,20 @@ def test_sheet_from_root_array_and_missing_file(searcher, tmp_path):
     result.matches[0].id = "ffffffffffffffff"
     write_sheet(result, both, searcher.root, tmp_path / "a.png", cell=128)
     write_sheet(result, both, searcher, tmp_path / "b.png", cell=128)
+
+
+def test_a_sheet_is_replaced_whole_or_not_at_all(searcher, tmp_path, monkeypatch):
+    grace = media.grace()
+    result = searcher.search(grace, k=1)
+    out = write_sheet(result, grace, searcher, tmp_path / "sheet.png", cell=64)
+    before = out.read_bytes()
+    assert Image.open(out).format == "PNG" and [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+
+    def half_then_fail(self, fp, format=None, **params):  # a full disk (or a kill) in the middle of the write
+        Path(fp).write_bytes(before[:100])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_then_fail)
+    with pytest.raises(OSError):
+        write_sheet(result, grace, searcher, out, cell=64)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
