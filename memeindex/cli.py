@@ -292,7 +292,7 @@ def download_urls(url_list, dest, allow_private, progress, as_json):
 @main.command()
 @INDEX
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMEINDEX_HOST")
-@click.option("--port", type=int, default=8000, show_default=True, envvar="MEMEINDEX_PORT")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="MEMEINDEX_PORT")
 def serve(index_dir, host, port):
     """Serve the search API and the live webcam page."""
     from .server import serve as run_server

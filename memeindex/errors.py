@@ -124,6 +124,12 @@ class BadUrlList(MemeIndexError):
     exit_code = 2
 
 
+class CannotListen(MemeIndexError):
+    """`memeindex serve` cannot listen on the host and port (in use, not an address of this machine, privileged)."""
+
+    exit_code = 15
+
+
 class ServiceBusy(MemeIndexError):
     """The search service already holds its bound of searches in flight; the client should retry shortly."""
 

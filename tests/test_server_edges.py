@@ -164,3 +164,20 @@ def test_heic_upload_and_100_megapixel_upload(server):
         assert r.json()["matches"][0]["path"].startswith("grace")
         r = c.post("/api/search", files={"image": ("huge.jpg", huge.getvalue(), "image/jpeg")})
         assert r.status_code == 422 and "no face" in r.json()["detail"]  # decoded (shrunk), not refused as a bomb
+
+
+def test_serve_on_a_taken_port_is_one_error_line_before_the_models_load(tmp_path):
+    from click.testing import CliRunner
+
+    from memeindex.cli import main
+    from memeindex.errors import CannotListen
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "none"), "--port", str(port)])
+    assert result.exit_code == CannotListen.exit_code, result.output  # not uvicorn's 3 (a missing model's code)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.output
+    too_big = CliRunner().invoke(main, ["serve", "--index", str(tmp_path), "--port", "99999"])
+    assert too_big.exit_code == 2 and "--port" in too_big.stderr

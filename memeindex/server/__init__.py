@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..errors import CannotListen
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,27 @@ def serve(index_dir: str | Path | None = None, host: str = "127.0.0.1", port: in
     settings = settings or Settings.from_env()
     certfile = certfile or settings.ssl_certfile or None
     keyfile = keyfile or settings.ssl_keyfile or None
+    _check_listen(host, port)  # before the models load, and not uvicorn's exit status 3 (a missing model's code)
     app = create_app(index_dir, settings)
     scheme = "https" if certfile else "http"
     log.info("serving %s on %s://%s:%d/", app.state.service.index_dir, scheme, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
-                ssl_certfile=str(certfile) if certfile else None, ssl_keyfile=str(keyfile) if keyfile else None)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
+                    ssl_certfile=str(certfile) if certfile else None, ssl_keyfile=str(keyfile) if keyfile else None)
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot start (the port taken since the check, say)
+        if exc.code:
+            raise CannotListen(f"the service could not start on {host}:{port} (its log says why above)") from None
+        raise
+
+
+def _check_listen(host: str, port: int) -> None:
+    """CannotListen unless a socket binds host:port as uvicorn's will (its family rule, SO_REUSEADDR); then closed."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {why}") from None
