@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import logging
 import re
 import shutil
 import threading
@@ -262,3 +263,16 @@ def test_odd_images_never_500(client, kind):
 def test_pixel_bomb_is_413(client):
     r = search(client, _png_claiming(60000, 60000))
     assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+
+def test_an_index_removed_under_the_server_is_served_on_with_one_log_line(index, tmp_path, caplog):
+    shutil.copytree(index[1], tmp_path / "index")
+    with TestClient(create_app(tmp_path / "index", reload_interval=0)) as c:
+        query = media.jpeg(media.grace())
+        before = search(c, query, k=1).json()["matches"]
+        (tmp_path / "index" / "CURRENT").unlink()  # someone removed the index (rm -rf, a cleanup script)
+        with caplog.at_level(logging.WARNING, logger="memeindex.server.service"):
+            after = search(c, query, k=1)
+        assert after.status_code == 200 and after.json()["matches"] == before  # the loaded generation serves on
+    (record,) = [r for r in caplog.records if "reload failed" in r.getMessage()]
+    assert "no index at" in record.getMessage() and record.exc_info is None  # the reason, not a traceback

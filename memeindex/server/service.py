@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ServiceBusy
+from ..errors import MemeIndexError, ServiceBusy
 from ..search import MEME_ID
 from ..settings import Settings
 
@@ -61,6 +61,8 @@ class SearchService:
         try:
             if self.searcher.reload_if_changed():
                 log.info("index reloaded: %s", self.index_dir)
+        except MemeIndexError as exc:  # the index removed, damaged or rebuilt for another model: one line, no trace
+            log.warning("index reload failed (%s); still serving the previous index", exc)
         except Exception:  # a half-written or broken new index: keep serving the old one
             log.exception("index reload failed; still serving the previous index")
 
