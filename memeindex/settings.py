@@ -35,6 +35,15 @@ def _env(name: str, default, cast=str):
         raise BadSetting(f"MEMEINDEX_{name}={raw!r} is not a valid {type(default).__name__}") from None
 
 
+# Numbers no setting may go below 1 (a count, a size) and those that are fractions (0..1); every other number may be
+# 0 (off, or no wait) but not negative. Out of range is BadSetting (exit 2), never a failure far from its cause
+# (MEMEINDEX_MAX_PIXELS=0 failed every file of a build as an "undecodable image").
+_AT_LEAST_ONE = frozenset({"workers", "max_pixels", "hard_max_pixels", "max_frames", "max_faces", "checkpoint_every",
+                           "max_file_bytes", "max_upload_bytes", "max_k", "max_pending_searches",
+                           "download_max_bytes"})
+_FRACTIONS = frozenset({"min_face_score", "weak_score"})
+
+
 @dataclass(frozen=True)
 class Settings:
     models_dir: Path = field(default_factory=_default_models_dir)
@@ -72,6 +81,18 @@ class Settings:
     download_backoff: float = 1.0  # seconds before the first retry; doubles each time
     download_max_wait: float = 30.0  # cap on one wait, Retry-After included
     download_allow_private: str = ""  # addresses/networks (comma-separated CIDR) that may be private or loopback
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            low, high = (1, None) if f.name in _AT_LEAST_ONE else (0, 1) if f.name in _FRACTIONS else (0, None)
+            if not (value >= low and (high is None or value <= high)):  # `not` so that NaN is out of range too
+                from .errors import BadSetting
+
+                allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
+                raise BadSetting(f"MEMEINDEX_{f.name.upper()}={value!r} is out of range: {allowed}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

@@ -14,7 +14,7 @@ from PIL import Image
 
 import media_fixtures as media
 from memeindex.cli import main
-from memeindex.errors import DatasetInvalid, FileMissing, NotAnImage
+from memeindex.errors import BadSetting, DatasetInvalid, FileMissing, NotAnImage
 
 
 def run(*args):
@@ -126,3 +126,11 @@ def test_heic_and_100_megapixel_photos_are_built_and_queried(tmp_path, grace_rgb
     found = run("query", query_photo, "--index", tmp_path / "index", "--json")
     assert found.exit_code == 0, found.output
     assert json.loads(found.stdout)["matches"][0]["path"] == "grace.heic"
+
+
+@pytest.mark.parametrize("name, value", [("MAX_PIXELS", "0"), ("MAX_PIXELS", "-5"), ("WEAK_SCORE", "2"),
+                                         ("MIN_FACE_SCORE", "nan"), ("WORKERS", "many")])
+def test_a_malformed_or_out_of_range_setting_is_a_usage_error(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(f"MEMEINDEX_{name}", value)  # MAX_PIXELS=0 used to fail every image as "undecodable"
+    result = run("query", tmp_path / "face.jpg", "--index", tmp_path)
+    assert result.exit_code == BadSetting.exit_code and f"MEMEINDEX_{name}=" in result.stderr, result.output
