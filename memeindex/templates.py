@@ -11,7 +11,9 @@ Two files are the same template when
   matching a face of the other (so two different memes with a similar layout do not merge); or
 * their hashes are farther apart (a crop or a large caption moves the hash) but a face of one is *the same
   face* as a face of the other: same place in the picture (relative to the whole) or same expression read to
-  within the noise of a re-encode, by both the embedding and the 52 blendshapes.
+  within the noise of a re-encode, by both the embedding and the 52 blendshapes. Beyond NEAR_PICTURE_BITS the
+  two files must also hold as many faces: a collage of two memes holds each one's face, and grouping is
+  transitive, so it would merge the two memes into one template.
 
 `assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
 file regroups its neighbours too. The close pairs come from FAISS range searches (hashes of the faceless pictures against all, embeddings of
@@ -271,6 +273,7 @@ def assign(images, faces, model_id: str | None = None, rules=None) -> dict[str, 
     face_unit = face_unit[keep]
     has_faces = np.zeros(len(units), bool)
     has_faces[face_unit] = True
+    face_count = np.bincount(face_unit, minlength=len(units))
     if faces.num_rows:
         shapes, emb = _matrix(faces, "blendshapes"), _matrix(faces, "embedding")
         if not keep.all():  # copies only when some face has no image row
@@ -288,7 +291,10 @@ def assign(images, faces, model_id: str | None = None, rules=None) -> dict[str, 
         near = d_blend <= loosest_blend
         for i, j, db, de in zip(rows[near], cols[near], d_blend[near], d_emb[near]):
             ui, uj = int(face_unit[i]), int(face_unit[j])
-            if _faces_agree(_bits(hash_int, known, ui, uj), float(db), float(de), rules):
+            bits = _bits(hash_int, known, ui, uj)
+            if bits > NEAR_PICTURE_BITS and face_count[ui] != face_count[uj]:
+                continue  # a collage holding this face, not this picture: it would bridge two templates
+            if _faces_agree(bits, float(db), float(de), rules):
                 groups.union(ui, uj)
     # Pictures alike by their hash alone: both faceless, or one with faces and one without (two with faces need a
     # face pair, above), so only the faceless ones are searched for.

@@ -107,6 +107,17 @@ def test_a_shared_layout_with_different_faces_stays_apart(analyzer, grace_rgb, a
     assert groups["layout-grace.png"] != groups["layout-astronaut.png"]
 
 
+def test_a_collage_of_two_memes_does_not_merge_them(analyzer, grace_rgb, astronaut_rgb):
+    h = astronaut_rgb.shape[0]  # the demo folder's two-people.jpg: both pictures side by side, as tall
+    grace = np.asarray(Image.fromarray(grace_rgb).resize((round(grace_rgb.shape[1] * h / grace_rgb.shape[0]), h)))
+    collage = np.concatenate([grace, astronaut_rgb], axis=1)
+    pictures = {"grace.jpg": grace_rgb, "astronaut.png": astronaut_rgb, "two-people.jpg": collage}
+    images, faces = _tables(analyzer, pictures)
+    assert faces.num_rows == 4  # the collage holds both faces, each within a re-encode of its picture's
+    groups = assign(images, faces, analyzer.embedder.model_id)
+    assert len({groups["grace.jpg"], groups["astronaut.png"]}) == 2, groups  # they merged through the collage
+
+
 def test_copies_share_a_template_and_an_unknown_hash_stays_alone(analyzer, grace_rgb):
     images, faces = _tables(analyzer, {"a/grace.jpg": grace_rgb})
     row = images.to_pylist()[0]
