@@ -11,8 +11,10 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
-NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before|"
-                        r"WARNING: Logging before InitGoogle|Failed to get)")
+# MediaPipe/LiteRT/absl log lines, and FFmpeg's (OpenCV's video reader): "[mov,mp4,m4a,... @ 0x55...] moov atom
+# not found" for a broken clip, which the one error line already says.
+NATIVE_LOG = re.compile(r"^(\[[\w,.-]+ @ 0x[0-9a-f]+\] |[IWEF]\d{4} |INFO: Created TensorFlow|"
+                        r"WARNING: All log messages before|WARNING: Logging before InitGoogle|Failed to get)")
 
 
 @contextmanager

@@ -40,6 +40,11 @@ def test_missing_query_file_and_non_image_have_their_own_exit_codes(tmp_path, in
     text.write_text("not a picture")
     bad = run("query", text, "--index", index)
     assert bad.exit_code == NotAnImage.exit_code == 8 and "not an image" in bad.stderr
+    broken_clip = tmp_path / "broken.mp4"
+    broken_clip.write_bytes(media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.0)]).read_bytes()[:3000])
+    clip = run("query", broken_clip, "--index", index)
+    assert clip.exit_code == NotAnImage.exit_code and clip.stderr.splitlines() == [
+        f"memeindex: error: cannot read {broken_clip} as a video"], clip.stderr  # no FFmpeg log line
     assert len({7, 8, 2, 4}) == 4  # distinct from no face (2) and no index (4)
     assert "Traceback" not in missing.output + bad.output
 
