@@ -159,6 +159,8 @@ class LoadedGeneration:
             done = 0
             columns = ["path"] if derived is None else ["path", "frame", "box", "blendshapes"]
             for group in gen.face_batches(columns):
+                if not group.num_rows:  # a generation without a face (every file faceless) has one empty group
+                    continue
                 rows = slice(done, done + group.num_rows)
                 if done + group.num_rows > len(self.face_file) or not pc.all(pc.equal(
                         group.column("path"), pc.take(self.paths, self.face_file[rows]))).as_py():

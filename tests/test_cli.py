@@ -184,6 +184,14 @@ def test_missing_or_empty_root_never_wipes_the_index(tmp_path, folder):
     assert json.loads(run("info", "--index", index, "--json").stdout)["images"] == 3
 
 
+def test_an_index_of_faceless_images_answers_no_match(tmp_path, grace_path):
+    save(np.full((200, 300, 3), 180, np.uint8), tmp_path / "walls" / "wall.png")  # every file faceless
+    index = tmp_path / "index"
+    assert summary(run("build", tmp_path / "walls", "--index", index, "--backend", "inprocess"))["faces"] == "0"
+    result = run("query", grace_path, "--index", index, "--json")  # was exit 4: "not in the same order: rebuild"
+    assert result.exit_code == 0 and json.loads(result.stdout)["matches"] == [], result.output
+
+
 def test_an_index_path_that_is_a_file_is_one_error_line(tmp_path, folder):
     (tmp_path / "afile").write_text("not an index")
     for args in (("info",), ("check",), ("build", folder)):
