@@ -130,6 +130,12 @@ class CannotListen(MemeIndexError):
     exit_code = 15
 
 
+class IndexUnwritable(MemeIndexError):
+    """A build cannot write its index folder (disk full, read-only, no permission); the last good index stays."""
+
+    exit_code = 16
+
+
 class ServiceBusy(MemeIndexError):
     """The search service already holds its bound of searches in flight; the client should retry shortly."""
 

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomicfile import replacing
-from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing
+from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing, IndexUnwritable
 from .faces.bundle import BLENDSHAPE_NAMES
 
 log = logging.getLogger(__name__)
@@ -545,8 +545,12 @@ class IndexDir:
         final = tmp.with_suffix("")
         os.replace(tmp, final)
         previous = self.current_or_none()
-        with replacing(self.path / CURRENT) as pointer:
-            pointer.write_text(final.name + "\n")
+        try:
+            with replacing(self.path / CURRENT) as pointer:
+                pointer.write_text(final.name + "\n")
+        except OSError:  # a full disk: CURRENT still names the last good one; this one goes back to be swept
+            os.replace(final, tmp)
+            raise
         _fsync_dir(self.path)
         for old in self.path.glob("gen-*"):
             if old not in (final, previous) and old.is_dir():
@@ -563,8 +567,9 @@ class IndexDir:
     @contextmanager
     def lock(self):
         """One build at a time per index. The kernel drops the lock if the holder dies, even by kill -9."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        with _writable(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -577,6 +582,19 @@ class IndexDir:
             yield
         finally:
             os.close(fd)
+
+
+@contextmanager
+def _writable(where: Path, *more: type[BaseException]):
+    """A write the index folder refuses (disk full, read-only file system, no permission) is IndexUnwritable: one
+    line and its exit code, never a traceback. What was published before is untouched: only temp files and
+    `.tmp` folders were being written, which the next build sweeps (IndexDir.clean_stale)."""
+    try:
+        yield
+    except (OSError, *more) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise IndexUnwritable(f"cannot write the index at {where}: {why}; the last good index is left as it "
+                              "was") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -596,15 +614,16 @@ class Checkpoints:
         self.dir = index_dir.partial
 
     def write(self, n: int, rows: Sequence[FileRows], model_id: str, dim: int) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{int(time.time() * 1000)}-{n:05d}"
         tag = {_MODEL_META: model_id.encode()}
         faces = faces_table([f for r in rows for f in r.faces], dim)
         images = images_table([r.image for r in rows])
-        write_table(images.replace_schema_metadata({**images.schema.metadata, **tag}),
-                    self.dir / f"images-{stamp}.parquet")
-        write_table(faces.replace_schema_metadata({**faces.schema.metadata, **tag}),
-                    self.dir / f"faces-{stamp}.parquet")
+        with _writable(self.dir.parent):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_table(images.replace_schema_metadata({**images.schema.metadata, **tag}),
+                        self.dir / f"images-{stamp}.parquet")
+            write_table(faces.replace_schema_metadata({**faces.schema.metadata, **tag}),
+                        self.dir / f"faces-{stamp}.parquet")
 
     def read(self, model_id: str, dim: int) -> tuple[pa.Table, pa.Table]:
         """(images, faces) of every complete checkpoint made with `model_id`, migrated to the current schema."""
@@ -674,14 +693,15 @@ def write_generation(index_dir: IndexDir, faces: pa.Table, images: pa.Table, ind
         raise Disagreement(f"the vector index holds {index.ntotal} vectors for {faces.num_rows} face rows")
     from . import vectors
 
-    tmp = index_dir.new_generation()
-    write_table(faces, tmp / FACES_FILE)
-    write_table(images, tmp / IMAGES_FILE)
-    write_face_rows(faces, tmp / FACE_ROWS_FILE)
-    with replacing(tmp / INDEX_FILE) as index_tmp:
-        vectors.write_index(index, index_tmp)
-    write_facts(tmp, count=faces.num_rows, images=images.num_rows, **facts)
-    return index_dir.publish(tmp)
+    with _writable(index_dir.path, RuntimeError):  # FAISS's write_index raises RuntimeError when a write fails
+        tmp = index_dir.new_generation()
+        write_table(faces, tmp / FACES_FILE)
+        write_table(images, tmp / IMAGES_FILE)
+        write_face_rows(faces, tmp / FACE_ROWS_FILE)
+        with replacing(tmp / INDEX_FILE) as index_tmp:
+            vectors.write_index(index, index_tmp)
+        write_facts(tmp, count=faces.num_rows, images=images.num_rows, **facts)
+        return index_dir.publish(tmp)
 
 
 def sort_faces(faces: pa.Table) -> pa.Table:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from memeindex import generation as gen
-from memeindex.errors import IndexDamaged, IndexMissing
+from memeindex.errors import IndexDamaged, IndexMissing, IndexUnwritable
 from memeindex.generation import IndexDir
 
 from test_cli import run, save, summary
@@ -320,3 +320,27 @@ def test_fast_build_then_a_full_build_finds_what_only_the_rounds_see(tmp_path, g
     assert rows["strip.png"]["status"] == "faces" and rows["strip.png"]["detector"] == full["detector"]
     assert not full["detector"].endswith("-full-frame")
     assert run("check", "--index", index).exit_code == 0
+
+
+WRITE_AT_MOST_1_KB = """
+import resource, signal, sys
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+from memeindex.cli import main
+
+sys.exit(main())
+"""
+
+
+def test_an_index_that_cannot_be_written_is_one_line_and_the_last_good_one_stays(tmp_path, two, grace_path):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    before = IndexDir(index).current()
+    (two / "grace-again.png").write_bytes(grace_path.read_bytes())  # something new to write
+    full = subprocess.run([sys.executable, "-c", WRITE_AT_MOST_1_KB, "build", str(two), "--index", str(index),
+                           "--backend", "inprocess"], capture_output=True, text=True)
+    assert full.returncode == IndexUnwritable.exit_code, full.stderr  # was a traceback, exit 1
+    assert "cannot write the index" in full.stderr and "Traceback" not in full.stderr
+    assert IndexDir(index).current() == before and run("query", grace_path, "--index", index).exit_code == 0
+    assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["images"] == "3"
