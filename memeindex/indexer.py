@@ -32,7 +32,7 @@ class BuildSummary:
     unchanged, reused, skipped, ignored; images = indexed + unchanged + reused."""
 
     indexed: int = 0  # analysed this run
-    unchanged: int = 0
+    unchanged: int = 0  # also the known files under a folder the scan could not list (kept as they were)
     reused: int = 0  # new paths whose content was already known (renames, copies, checkpoints)
     removed: int = 0  # paths of the previous generation that are gone
     redetected: int = 0  # of indexed: files an older detector found no face in
@@ -98,17 +98,19 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         checkpoints = Checkpoints(idx)
         ck_images, ck_faces = checkpoints.read(model_id, dim)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
-                    gen.image_rows(ck_images), retry_failed)
+                    gen.image_rows(ck_images), retry_failed, scan.unlisted)
         if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
             raise RootMissing(f"image folder {root} holds no image files: refusing to wipe the index")
         for rel, reason in scan.skipped + work.skipped:
             log.warning("skipping %s: %s", gen.shown_path(rel), reason)
         for rel in work.ignored:
             log.info("ignoring %s: not an image", gen.shown_path(rel))
-        scanned = {f.rel for f in scan.files}
-        gone = [r.path for r in prev_images] if not rebuild else \
-            gen.row_keys(previous.images(["path", "path_bytes"])) if previous is not None else []
-        summary.removed = sum(1 for p in gone if p not in scanned)
+        if rebuild:  # the plan knew no rows: every previous path not scanned now is gone
+            scanned = {f.rel for f in scan.files}
+            gone = gen.row_keys(previous.images(["path", "path_bytes"])) if previous is not None else []
+            summary.removed = sum(1 for p in gone if p not in scanned)
+        else:
+            summary.removed = len(work.removed)
         summary.skipped = len(scan.skipped) + len(work.skipped)
         summary.ignored = len(work.ignored) + scan.hidden
         summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect

@@ -16,7 +16,9 @@ unit tests run it on fakes. Rules, per scanned file:
   known row to re-detect or retry also reuses its content's rows from a checkpoint or another path, when they
   were made since and stand.
 
-Known paths no longer scanned are **removed**.
+Known paths no longer scanned are **removed**, except under a folder the scan could not list (`unlisted`: no
+permission, an NFS hiccup): its known rows are **kept** as they are (counted unchanged), as nothing says its files
+are gone.
 """
 from __future__ import annotations
 
@@ -74,9 +76,11 @@ class Plan:
 
 
 def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Callable[[str], Fingerprint],
-         detector: str, checkpointed: Iterable[ImageRow] = (), retry_failed: bool = False) -> Plan:
+         detector: str, checkpointed: Iterable[ImageRow] = (), retry_failed: bool = False,
+         unlisted: Iterable[str] = ()) -> Plan:
     """Decide what a build does with every scanned file. `fingerprint(rel)` may raise OSError (-> skipped).
-    `retry_failed`: analyse every failed file again, whatever made it fail."""
+    `retry_failed`: analyse every failed file again, whatever made it fail. `unlisted`: folders (relative to the
+    root) the scan could not list: the known rows under them are kept, not removed."""
     known_by_path = {r.path: r for r in known}
     by_sha: dict[str, ImageRow] = {}
     for row in list(known_by_path.values()) + list(checkpointed):
@@ -123,7 +127,14 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
             else:
                 out.reused += 1
     scanned_paths = {f.rel for f in scanned}
-    out.removed = sorted(p for p in known_by_path if p not in scanned_paths)
+    unseen = [known_by_path[p] for p in sorted(known_by_path) if p not in scanned_paths]
+    prefixes = tuple(f"{folder}/" for folder in unlisted)
+    for old in unseen:
+        if prefixes and old.path.startswith(prefixes):
+            out.keep.append(old)
+            out.unchanged += 1
+        else:
+            out.removed.append(old.path)
     return out
 
 

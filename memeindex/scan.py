@@ -6,6 +6,8 @@ Policy (README "What a build indexes"):
 - a file symlink is followed wherever it points (a folder of links to memes kept elsewhere is a normal way to
   curate a collection); the server serves it too (server/service.py applies the same rule);
 - FIFOs, sockets and devices are skipped with a reason: reading them would hang;
+- a folder that cannot be listed (no permission, an NFS hiccup) is skipped with its reason and reported in
+  `unlisted`: the plan keeps what the index knows under it instead of taking its files for removed;
 - a file whose name is not valid UTF-8 is indexed like any other (see generation.stored_path).
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ScanResult:
     files: list[Scanned] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     hidden: int = 0  # dotfiles and dot-folders, not looked into
+    unlisted: list[str] = field(default_factory=list)  # folders that could not be listed (also in `skipped`)
 
 
 def walk(root: Path) -> ScanResult:
@@ -37,8 +40,10 @@ def walk(root: Path) -> ScanResult:
     root = Path(root)
     out = ScanResult()
 
-    def on_error(exc: OSError) -> None:
-        out.skipped.append((_rel(exc.filename, root), exc.strerror or str(exc)))
+    def on_error(exc: OSError) -> None:  # os.walk calls it for a folder it could not list
+        folder = _rel(exc.filename, root)
+        out.unlisted.append(folder)
+        out.skipped.append((folder, exc.strerror or str(exc)))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
         visible = sorted(d for d in dirnames if not d.startswith("."))

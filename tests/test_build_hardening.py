@@ -344,3 +344,29 @@ def test_an_index_that_cannot_be_written_is_one_line_and_the_last_good_one_stays
     assert "cannot write the index" in full.stderr and "Traceback" not in full.stderr
     assert IndexDir(index).current() == before and run("query", grace_path, "--index", index).exit_code == 0
     assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["images"] == "3"
+
+
+def test_a_subfolder_that_cannot_be_listed_keeps_its_rows(tmp_path, two, grace_rgb, monkeypatch):
+    """Root reads everything (chmod does not stop it), so the listing of `sub` fails the way an NFS hiccup or a
+    permission does: os.scandir raises, and os.walk reports it."""
+    save(grace_rgb[::2, ::2], two / "sub" / "small-grace.png")
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    before = _images(index)
+    assert "sub/small-grace.png" in before
+    scandir = os.scandir
+
+    def unlistable(path="."):
+        if os.fspath(path).endswith(os.sep + "sub"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unlistable)
+    result = run("build", two, "--index", index, "--backend", "inprocess")
+    assert "skipping sub: Permission denied" in result.stderr
+    got = summary(result)
+    assert (got["removed"], got["indexed"], got["skipped"], got["images"]) == ("0", "0", "1", "3")
+    assert _images(index) == before  # nothing re-analysed next time: the rows stand as they were
+    from memeindex.scan import walk
+
+    assert walk(two).unlisted == ["sub"]

@@ -104,3 +104,10 @@ def test_content_to_retry_is_reused_from_a_settled_copy_or_checkpoint():
     p = plan(known, [Scanned("timed-out.jpg", 10, 1)], hasher({}), D,
              checkpointed=[row("timed-out.jpg", "T", status="failed", run_failures=2)])
     assert [(t.rel, t.run_failures) for t in p.analyze] == [("timed-out.jpg", 2)] and p.retried == 1
+
+
+def test_known_rows_under_a_folder_the_scan_could_not_list_are_kept_not_removed():
+    known = [row("a.jpg", "A"), row("sub/b.jpg", "B"), row("sub/deeper/c.jpg", "C"), row("subway.jpg", "S")]
+    p = plan(known, [Scanned("a.jpg", 10, 1)], hasher({}), D, unlisted=["sub"])
+    assert [r.path for r in p.keep] == ["a.jpg", "sub/b.jpg", "sub/deeper/c.jpg"] and p.unchanged == 3
+    assert p.removed == ["subway.jpg"]  # a sibling whose name merely starts like the folder is gone
