@@ -5,10 +5,18 @@ The one owner of that fact for every file memeindex writes whole: the generation
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+# A temp file whose writer still runs is left alone, unless it is older than this: by then its PID may well belong
+# to another process (PIDs are reused), and no whole-file write of memeindex takes that long.
+STALE_AFTER_S = 3600.0
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
 
 
 def temp_beside(dest: Path) -> Path:
@@ -18,13 +26,52 @@ def temp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.tmp{os.getpid()}")
 
 
+def temp_glob(name: str | None = None) -> str:
+    """The glob matching `temp_beside`'s temp files: of the file `name`, or of any file."""
+    return f".{glob.escape(name) if name is not None else '*'}.tmp[0-9]*"
+
+
+def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temp files (of the file `name`, or of any) that a killed writer left in `folder`: those whose PID
+    is not a running process, or older than STALE_AFTER_S. Returns what it removed."""
+    removed = []
+    for path in Path(folder).glob(temp_glob(name)):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            continue
+        if _running(int(match.group(1))) and age < STALE_AFTER_S:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextmanager
 def replacing(dest: Path, tmp: Path | None = None) -> Iterator[Path]:
     """A temp path beside `dest` to write (`temp_beside(dest)`, or `tmp` where a folder's own clean-up looks for
     another name); once the block has written it, it is fsynced and renamed over `dest`: a reader sees the old file
     or the new one, never half. Whatever the block raises (a failed download, a checksum that does not match), the
-    temp file is removed and `dest` is left as it was."""
+    temp file is removed and `dest` is left as it was. A temp of `dest` that a killed writer left (kill -9 skips
+    the clean-up) is removed first."""
     dest = Path(dest)
+    if tmp is None:
+        remove_stale_temps(dest.parent, dest.name)
     tmp = Path(tmp) if tmp is not None else temp_beside(dest)
     try:
         yield tmp

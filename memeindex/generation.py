@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomicfile import replacing
+from .atomicfile import replacing, temp_glob
 from .errors import BuildLocked, IndexDamaged, IndexMismatch, IndexMissing, IndexUnwritable
 from .faces.bundle import BLENDSHAPE_NAMES
 
@@ -560,8 +560,8 @@ class IndexDir:
     def clean_stale(self) -> None:
         """Temp leftovers of a killed build (never the checkpoints: those are what a resume reuses): generation
         folders never published and atomicfile temp files (`.NAME.tmpPID`)."""
-        for stale in list(self.path.glob("gen-*.tmp")) + list(self.path.glob("*.tmp[0-9]*")) \
-                + list(self.partial.glob("*.tmp[0-9]*")):
+        for stale in list(self.path.glob("gen-*.tmp")) + list(self.path.glob(temp_glob())) \
+                + list(self.partial.glob(temp_glob())):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
     @contextmanager

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomicfile import replacing
+from .atomicfile import remove_stale_temps, replacing
 from .errors import FetchFailed, ModelChecksumMismatch, ModelMissing
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ def fetch(model: ModelFile, models_dir: Path, timeout: float = 20.0, force: bool
     """Put `model` under `models_dir`, verified. Returns its path; FetchFailed when every route fails."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temps(models_dir):  # left by a fetch killed mid-download
+        log.info("removed %s, left by an interrupted fetch", stale.name)
     dest = models_dir / model.filename
     if dest.is_file() and not force and sha256_file(dest) == model.sha256:
         return dest

@@ -23,3 +23,37 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
         assert tmp == own
         tmp.write_text("newer\n")
     assert dest.read_text() == "newer\n" and not own.exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it (until the kernel hands it out again, long after this test)
+
+
+def test_temps_of_killed_writers_are_swept_and_a_live_writers_kept(tmp_path):
+    import os
+    import time
+
+    from memeindex.atomicfile import STALE_AFTER_S, remove_stale_temps
+
+    dead = tmp_path / f".face_landmarker.task.tmp{_dead_pid()}"
+    live = tmp_path / f".sheet.png.tmp{os.getppid()}"
+    old = tmp_path / f".other.bin.tmp{os.getppid()}"
+    unrelated = tmp_path / ".notes.tmp"
+    for path in (dead, live, old, unrelated):
+        path.write_bytes(b"half")
+    an_hour_ago = time.time() - STALE_AFTER_S - 60
+    os.utime(old, (an_hour_ago, an_hour_ago))  # its PID may be another process's by now
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([dead, old])
+    assert live.exists() and unrelated.exists()
+
+    sheet = tmp_path / "sheet.png"
+    left = tmp_path / f".sheet.png.tmp{_dead_pid()}"  # a query --sheet killed mid-write
+    left.write_bytes(b"half")
+    with replacing(sheet) as tmp:
+        tmp.write_bytes(b"png")
+    assert not left.exists() and live.exists()

@@ -62,6 +62,16 @@ def test_fetch_verifies_and_places(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_fetch_removes_the_temp_file_of_a_killed_fetch(tmp_path):
+    from test_atomicfile import _dead_pid
+
+    shutil.copy(REAL, tmp_path / REAL.name)  # in place: the fetch has nothing to download
+    left = tmp_path / f".{REAL.name}.tmp{_dead_pid()}"  # what kill -9 mid-download leaves
+    left.write_bytes(b"half a model")
+    models.fetch(models.FACE_LANDMARKER, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [REAL.name]
+
+
 def test_fetch_all_json_lists_each_pinned_model(tmp_path):
     for model in models.REGISTRY.values():  # already in place: verified, not fetched
         shutil.copy(Settings.from_env().models_dir / model.filename, tmp_path / model.filename)
