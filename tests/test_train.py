@@ -79,3 +79,19 @@ def test_readout_choice_keeps_the_floors_geometry_and_the_smallest_size_within_t
     assert floor is trials[0] and chosen is trials[0]  # 128 is within the margin of 64
     chosen, _ = choose_readout(trials, "box10", 0.001)
     assert chosen is trials[1]  # a larger size that wins by more than the margin
+
+
+def test_readout_choice_floor_is_the_centred_pca_and_a_centring_competes_like_any_candidate():
+    from memeindex.train.loop import choose_readout
+
+    def t(dim, centre, geometry, score):
+        return {"crop": "box10", "probs_weight": 0.0, "dim": dim, "centre": centre, "geometry": geometry,
+                "score": score}
+
+    trials = [t(64, 0.0, 0.79, 1.700),  # less geometry than the centred floor: not eligible however well it scores
+              t(64, 1.0, 0.80, 1.580), t(64, 0.5, 0.83, 1.590), t(128, 0.5, 0.84, 1.593), t(128, 1.0, 0.81, 1.640)]
+    chosen, floor = choose_readout(trials, "box10", 0.005)
+    assert floor is trials[1]
+    assert chosen is trials[4]
+    chosen, _ = choose_readout(trials[:4], "box10", 0.005)
+    assert chosen is trials[2]  # the 128-d read-out of the same centring is within the margin

@@ -42,6 +42,9 @@ class V2Config:
     probs_weights: tuple = (0.0, 0.5, 1.0)  # weight of face-api's class probabilities (square roots) block
     feature_weight: float = 1.0  # face-api's feature block against v1's (both unit length): fixed, not selected
     dims: tuple = (64, 128)
+    # How much of the unlabelled faces' mean the read-out subtracts before projecting onto the PCA basis: 1 is the
+    # issue's centred PCA, 0 keeps the join's own origin (cosines between faces as the joined branches measure them)
+    centres: tuple = (1.0, 0.5, 0.0)
     dim_margin: float = 0.005  # a larger read-out must beat a smaller one by this much (P@3 + triplet) to be kept
     geometry_faces: int = 800  # faces per unlabelled non-FER set whose pairwise distances the geometry compares
 
@@ -170,18 +173,23 @@ def pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float) -> tuple[dict, dict]:
-    """(chosen, floor) among read-out trials, each with crop, probs_weight, dim, geometry and a validation score.
+    """(chosen, floor) among read-out trials, each with crop, probs_weight, dim, centre (1 when absent), geometry
+    and a validation score.
 
-    floor: the issue's untrained recipe (the reference crop, no probabilities block, the smallest size). Eligible:
-    the trials that keep at least the floor's geometry. Chosen: the eligible trial with the best validation score,
-    then the smallest size of its crop and weight that comes within dim_margin of that score.
+    floor: the issue's untrained recipe (the reference crop, no probabilities block, the smallest size, fully
+    centred). Eligible: the trials that keep at least the floor's geometry. Chosen: the eligible trial with the
+    best validation score, then the smallest size of its crop, weight and centring that comes within dim_margin of
+    that score.
     """
-    floor = min((t for t in candidates if t["crop"] == ref_crop and t["probs_weight"] == 0.0),
-                key=lambda t: t["dim"])
+    def kind(t):
+        return t["crop"], t["probs_weight"], t.get("centre", 1.0)
+
+    floor = min((t for t in candidates if t["crop"] == ref_crop and t["probs_weight"] == 0.0
+                 and t.get("centre", 1.0) == 1.0), key=lambda t: t["dim"])
     eligible = [t for t in candidates if t["geometry"] >= floor["geometry"]]
     best = max(eligible, key=lambda t: t["score"])
-    chosen = min((t for t in eligible if (t["crop"], t["probs_weight"]) == (best["crop"], best["probs_weight"])
-                  and t["score"] + dim_margin >= best["score"]), key=lambda t: t["dim"])
+    chosen = min((t for t in eligible if kind(t) == kind(best) and t["score"] + dim_margin >= best["score"]),
+                 key=lambda t: t["dim"])
     return chosen, floor
 
 
@@ -249,11 +257,11 @@ def train_v2(config: V2Config) -> Result:
             log.info("select %s", trials[-1])
     flip = max((t for t in trials if t["stage"] == "pretrained branch alone" and t["crop"] == ref_crop),
                key=lambda t: t["score"])["flip"]
-    # (b) every read-out candidate (crop x probabilities weight x size; PCA on the unlabelled faces) is scored on
-    #     the validation split AND on how much of face-api's own feature geometry (reference crop, the mirror
-    #     choice of (a)) it keeps on the unlabelled non-FER faces. Eligible: no less geometry than the issue's
-    #     untrained recipe (reference crop, no probabilities, the smallest size); among those the best
-    #     validation score; a larger size only when it wins by dim_margin.
+    # (b) every read-out candidate (crop x probabilities weight x size x centring; PCA on the unlabelled faces) is
+    #     scored on the validation split AND on how much of face-api's own feature geometry (reference crop, the
+    #     mirror choice of (a)) it keeps on the unlabelled non-FER faces. Eligible: no less geometry than the
+    #     issue's untrained recipe (reference crop, no probabilities, the smallest size, centred); among those the
+    #     best validation score; a larger size only when it wins by dim_margin.
     reference = {n: face_feature(branches(n, ref_crop), flip) for n in non_fer}
     readouts, candidates = {}, []
     for crop in config.crops:
@@ -262,24 +270,27 @@ def train_v2(config: V2Config) -> Result:
             fitted = np.concatenate(list(joined.values()))
             val_join = join(branches("val", crop), flip, w, config.feature_weight)
             for dim in config.dims:
-                mean, basis, kept = pca(fitted, dim)
-                fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
-                geo = float(np.mean([geometry(_l2((joined[n] - mean) @ basis), reference[n], config.geometry_faces,
-                                              config.seed) for n in non_fer]))
-                trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, "dim": dim,
-                               "variance_kept": kept, "geometry": geo, **fig})
-                readouts[(crop, w, dim)] = (mean, basis)
-                candidates.append(trials[-1])
-                log.info("select %s", trials[-1])
+                full_mean, basis, kept = pca(fitted, dim)
+                for centre in config.centres:
+                    mean = np.float32(centre) * full_mean
+                    fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
+                    geo = float(np.mean([geometry(_l2((joined[n] - mean) @ basis), reference[n],
+                                                  config.geometry_faces, config.seed) for n in non_fer]))
+                    trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, "dim": dim,
+                                   "centre": centre, "variance_kept": kept, "geometry": geo, **fig})
+                    readouts[(crop, w, dim, centre)] = (mean, basis)
+                    candidates.append(trials[-1])
+                    log.info("select %s", trials[-1])
             fig = _selection_score(_l2(val_join), val_labels, triplets)
             trials.append({"stage": "no read-out (the join itself, not a candidate)", "crop": crop, "flip": flip,
                            "probs_weight": w, **fig})
     chosen, floor = choose_readout(candidates, ref_crop, config.dim_margin)
-    crop, probs_weight, dim = chosen["crop"], chosen["probs_weight"], chosen["dim"]
-    mean, basis = readouts[(crop, probs_weight, dim)]
+    crop, probs_weight, dim, centre = chosen["crop"], chosen["probs_weight"], chosen["dim"], chosen["centre"]
+    mean, basis = readouts[(crop, probs_weight, dim, centre)]
     readout = {"flip": flip, "probs_weight": probs_weight, "feature_weight": config.feature_weight,
                "mean": mean, "basis": basis}
-    log.info("chosen: crop %s, mirror average %s, probabilities weight %s, %d dims", crop, flip, probs_weight, dim)
+    log.info("chosen: crop %s, mirror average %s, probabilities weight %s, %d dims, centre %s", crop, flip,
+             probs_weight, dim, centre)
 
     # 4. one Keras model, exported; LiteRT must agree with Keras and with the numpy read-out it was chosen by
     net = model.v2_net(v1_weights, fa_weights, readout)
@@ -301,7 +312,7 @@ def train_v2(config: V2Config) -> Result:
     export.assert_parity(numpy_out, keras_out, export.PARITY_MAX_ABS, 0.9999)
     summary = {
         "model_id": f"expression-{config.version}", "dim": dim, "color_crop": crop, "flip_average": flip,
-        "probs_weight": probs_weight, "feature_weight": config.feature_weight,
+        "probs_weight": probs_weight, "feature_weight": config.feature_weight, "centre": centre,
         "validation": {k: chosen[k] for k in ("P@1", "P@3", "mAP", "triplet", "geometry")},
         "geometry_floor": floor["geometry"], "trials": trials, "litert_vs_keras_max_abs": parity,
         "faces": {"validation": int(len(val_labels)), **{k: int(len(v["image"])) for k, v in unlabelled.items()}},
