@@ -56,7 +56,7 @@ LEARNED_MODELS = {m.model_id: m for m in (
     LearnedModel("expression-v1", "expression-v1.tflite",
                  "ab3f712d11c7c975bc6cb502995dda98e6d541e2783289248b269eee4c9a2029", 719_184),
     LearnedModel("expression-v2", "expression-v2.tflite",
-                 "4d03fb69467d70d86eb0db68c5f89517fcc9632ea38fd156ee5b17210278edb9", 1_442_296, color_crop="box10"),
+                 "173791feafccec1513a84c77841d6dd2c5048922a94479e1fcdfca6f12640d18", 1_442_296, color_crop="box10"),
 )}
 # What `auto` (when present) and `learned` resolve to. expression-v2 is committed and selectable by name, but stays
 # off the default: near-duplicate grouping scales its embedding limits for v2 (templates.json), yet v2's embedding
