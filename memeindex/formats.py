@@ -1,6 +1,7 @@
 """Which files are images: the first bytes of every format the decoder reads (Pillow + pillow-heif), and the
-extensions that name them. The one owner of that fact: the scan (what a build counts as an image) and the
-downloader (what a server's answer really is) both ask here. No heavy imports: the scan runs before any model.
+extensions that name them; and which are videos by their first bytes. The one owner of that fact: the scan (what a
+build counts as an image), the downloader (what a server's answer really is) and a query (photo or video) ask here.
+No heavy imports: the scan runs before any model.
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87
 # ISO-BMFF brands after "ftyp" (bytes 8..12): HEIC/HEIF (what iPhones save) and AVIF.
 _FTYP_BRANDS = {b"heic": "heic", b"heix": "heic", b"hevc": "heic", b"hevx": "heic", b"heim": "heic",
                 b"heis": "heic", b"mif1": "heic", b"msf1": "heic", b"avif": "avif", b"avis": "avif"}
+# Video containers (what OpenCV's FFmpeg reads for a video query): ISO-BMFF brands of MP4/QuickTime/3GP, then
+# Matroska/WebM's EBML magic and AVI's RIFF form type, checked in sniff_video.
+_VIDEO_FTYP_BRANDS = {b"isom": "mp4", b"iso2": "mp4", b"iso4": "mp4", b"iso5": "mp4", b"iso6": "mp4", b"mp41": "mp4",
+                      b"mp42": "mp4", b"avc1": "mp4", b"mmp4": "mp4", b"dash": "mp4", b"MSNV": "mp4", b"f4v ": "mp4",
+                      b"M4V ": "m4v", b"M4VH": "m4v", b"M4VP": "m4v", b"qt  ": "mov", b"3gp4": "3gp", b"3gp5": "3gp",
+                      b"3gp6": "3gp", b"3g2a": "3g2"}
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".heic", ".heif",
     ".avif", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".jp2", ".j2k", ".qoi", ".dds", ".icns",
@@ -34,7 +41,20 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def sniff_video(head: bytes) -> str | None:
+    """The extension of the video container whose signature `head` starts with, or None."""
+    if head[4:8] == b"ftyp":
+        return _VIDEO_FTYP_BRANDS.get(head[8:12])
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "mkv"  # WebM is Matroska too
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
 def looks_like_image(head: bytes, name: str) -> bool:
     """An image signature in the first bytes, or an image extension (a broken .jpg is a failed image, not
-    something to ignore)."""
-    return sniff(head) is not None or os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    something to ignore) unless the first bytes are a video's (an MP4 named .jpg is not an image)."""
+    if sniff(head) is not None:
+        return True
+    return sniff_video(head) is None and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS

@@ -44,6 +44,19 @@ class _Sample:
 
 
 def is_video(path: str | Path) -> bool:
+    """Whether a query file is a video: its first bytes decide (an MP4 named .jpg is one, a PNG named .mp4 is
+    not); its extension only when they say nothing (a file that cannot be read: the query then says why)."""
+    from .formats import HEAD_BYTES, sniff, sniff_video
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        head = b""
+    if sniff_video(head) is not None:
+        return True
+    if sniff(head) is not None:
+        return False
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 

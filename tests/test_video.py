@@ -78,3 +78,25 @@ def test_follow_keeps_the_main_face():
     chosen, switched = follow([face(600, 600, 700, 700)], small.box)
     assert switched and chosen.box == (600, 600, 700, 700)
     assert follow([], small.box) == (None, False)
+
+
+def test_a_video_is_known_by_its_first_bytes_whatever_its_name(tmp_path, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from memeindex.cli import main
+    from memeindex.scan import fingerprint
+
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.5)]).rename(tmp_path / "clip.jpg")
+    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")  # the searcher's index
+    result = CliRunner().invoke(main, ["query", str(clip), "--index", str(index_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    segments = json.loads(result.stdout)
+    assert len(segments) == 1 and segments[0]["matches"][0]["path"].startswith("grace")
+    assert fingerprint(clip).image is False  # a build indexes images: it ignores the clip, not fails it
+    photo = tmp_path / "photo.mp4"
+    photo.write_bytes(media.jpeg(media.grace()))
+    assert not is_video(photo)  # a JPEG named .mp4 is a photo query
+    from memeindex.formats import sniff_video
+
+    webm, avi = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + bytes(23), b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(16)
+    assert (sniff_video(webm), sniff_video(avi)) == ("mkv", "avi")
