@@ -77,7 +77,8 @@ def _check_index_type(ctx, param, value):
 @click.option("--retry-failed", is_flag=True,
               help="Analyse every file that failed again (e.g. after installing a HEIC decoder). Without it only "
               "files the run made fail (time limit, a worker that died) are retried.")
-@click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", help="Worker processes (default: all cores).")
+@click.option("--workers", type=click.IntRange(min=1), envvar="MEMEINDEX_WORKERS",
+              help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--backend", type=click.Choice(["pool", "inprocess", "ray"]), envvar="MEMEINDEX_BACKEND",
               help="Where files are analysed: local processes (default), this process, or Ray.")

@@ -9,6 +9,7 @@ The scan, the plan, checkpoints, the lock and the publish stay here (the driver)
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -70,6 +71,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
 
     started = time.monotonic()
     settings = settings or Settings.from_env()
+    if workers is not None:  # Settings owns the range: 0 workers is BadSetting, as MEMEINDEX_WORKERS=0 is
+        settings = dataclasses.replace(settings, workers=workers)
     from . import vectors
 
     index_type = vectors.check_requested_type(index_type or settings.index_type)

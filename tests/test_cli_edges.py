@@ -139,3 +139,16 @@ def test_a_malformed_or_out_of_range_setting_is_a_usage_error(tmp_path, monkeypa
     monkeypatch.setenv(f"MEMEINDEX_{name}", value)  # MAX_PIXELS=0 used to fail every image as "undecodable"
     result = run("query", tmp_path / "face.jpg", "--index", tmp_path)
     assert result.exit_code == BadSetting.exit_code and f"MEMEINDEX_{name}=" in result.stderr, result.output
+
+
+def test_fewer_than_one_worker_is_a_usage_error(tmp_path, grace_path):
+    from memeindex.indexer import build
+
+    root = tmp_path / "memes"
+    root.mkdir()
+    (root / "grace.jpg").write_bytes(grace_path.read_bytes())
+    result = run("build", root, "--index", tmp_path / "index", "--workers", "0")  # was silently 1
+    assert result.exit_code == 2 and "--workers" in result.stderr, result.output
+    with pytest.raises(BadSetting, match="WORKERS=0"):
+        build(root, tmp_path / "index", workers=0)
+    assert not (tmp_path / "index").exists()
