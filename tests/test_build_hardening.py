@@ -130,7 +130,12 @@ def test_a_killed_worker_fails_one_file_and_the_build_goes_on(tmp_path, grace_rg
     assert summary(again)["indexed"] == "2" and summary(again)["faces"] == "30"
 
 
-def test_a_file_over_the_time_limit_fails_alone(tmp_path, two):
+def test_a_file_over_the_time_limit_fails_alone(tmp_path, grace_rgb):
+    # Large frames: a file's analysis takes far longer (~0.1 s) than a loaded machine may keep the parent from
+    # noticing the 1 ms limit; on small ones a late-woken parent found one already done.
+    two = tmp_path / "memes"
+    save(np.repeat(np.repeat(grace_rgb, 5, axis=0), 5, axis=1), two / "grace.jpg", quality=90)
+    save(np.full((3000, 4000, 3), 200, np.uint8), two / "wall.png")
     index = tmp_path / "index"
     result = run("build", two, "--index", index, "--workers", "1", env={"MEMEINDEX_FILE_TIMEOUT": "0.001"})
     assert result.exit_code == 0, result.output

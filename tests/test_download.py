@@ -286,7 +286,10 @@ def test_interrupted_download_resumes_without_refetching(tmp_path, server):
     dest = tmp_path / "memes"
     env = {**os.environ, **FAST, "MEMEINDEX_DOWNLOAD_TIMEOUT": "30"}
     cmd = [sys.executable, "-m", "memeindex", "download", "urls", str(listing), str(dest), "--allow-private", LOOPBACK]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: the child must get the default disposition for Ctrl-C to reach it.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while server.hits["/img/hang.png"] == 0 and time.monotonic() < deadline and proc.poll() is None:
