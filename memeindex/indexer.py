@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class BuildSummary:
     """What a build did and what the index now holds. Every scanned entry is in exactly one of indexed,
-    unchanged, reused, skipped, ignored; images = indexed + unchanged + reused."""
+    unchanged, reused, skipped, ignored; images = indexed + unchanged + reused + the skipped files whose known
+    rows were kept (a file that could not be stat'ed or read keeps what the index knew of it)."""
 
     indexed: int = 0  # analysed this run
     unchanged: int = 0  # also the known files under a folder the scan could not list (kept as they were)
@@ -101,7 +102,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         checkpoints = Checkpoints(idx)
         ck_images, ck_faces = checkpoints.read(model_id, dim)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
-                    gen.image_rows(ck_images), retry_failed, scan.unlisted)
+                    gen.image_rows(ck_images), retry_failed, scan.unlisted, scan.unstatted)
         if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
             raise RootMissing(f"image folder {root} holds no image files: refusing to wipe the index")
         for rel, reason in scan.skipped + work.skipped:

@@ -9,7 +9,8 @@ unit tests run it on fakes. Rules, per scanned file:
   memory), fewer than RUN_FAILURE_RETRIES times in a row, or any failure when the caller asks (`retry_failed`,
   e.g. after installing a decoder); a failure of the file itself (a broken JPEG) stays failed, build after build;
   a kept row without a perceptual hash (made before they existed) is also listed in **rehash**;
-- otherwise fingerprint it: unreadable -> **skipped** (with the reason); not an image (no image signature and no
+- otherwise fingerprint it: unreadable -> **skipped** (with the reason; its known row, if any, is kept as it
+  was: the next build reads it again); not an image (no image signature and no
   image extension, e.g. `index.tsv`) -> **ignored**; same content as its own known row (a touched file) ->
   **reuse** (counted unchanged); content known from another row or a checkpoint (a rename, a copy, a resumed
   build) -> **reuse**, unless that content is to be re-detected or retried as above; else -> **analyze**. A
@@ -18,7 +19,8 @@ unit tests run it on fakes. Rules, per scanned file:
 
 Known paths no longer scanned are **removed**, except under a folder the scan could not list (`unlisted`: no
 permission, an NFS hiccup): its known rows are **kept** as they are (counted unchanged), as nothing says its files
-are gone.
+are gone; likewise the known row of a file the scan found but could not `stat` (`unstatted`: the scan counted it
+skipped) is kept as it is.
 """
 from __future__ import annotations
 
@@ -77,10 +79,11 @@ class Plan:
 
 def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Callable[[str], Fingerprint],
          detector: str, checkpointed: Iterable[ImageRow] = (), retry_failed: bool = False,
-         unlisted: Iterable[str] = ()) -> Plan:
+         unlisted: Iterable[str] = (), unstatted: Iterable[str] = ()) -> Plan:
     """Decide what a build does with every scanned file. `fingerprint(rel)` may raise OSError (-> skipped).
     `retry_failed`: analyse every failed file again, whatever made it fail. `unlisted`: folders (relative to the
-    root) the scan could not list: the known rows under them are kept, not removed."""
+    root) the scan could not list: the known rows under them are kept, not removed. `unstatted`: files the scan found
+    but could not stat (it counts them skipped): their known rows are kept, not removed."""
     known_by_path = {r.path: r for r in known}
     by_sha: dict[str, ImageRow] = {}
     for row in list(known_by_path.values()) + list(checkpointed):
@@ -110,6 +113,8 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
                 fp = fingerprint(f.rel)
             except OSError as exc:
                 out.skipped.append((f.rel, exc.strerror or str(exc)))
+                if old is not None:  # unreadable is not changed: what the index knows of it stands until it reads
+                    out.keep.append(old)
                 continue
             if not fp.image:
                 out.ignored.append(f.rel)
@@ -129,10 +134,13 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
     scanned_paths = {f.rel for f in scanned}
     unseen = [known_by_path[p] for p in sorted(known_by_path) if p not in scanned_paths]
     prefixes = tuple(f"{folder}/" for folder in unlisted)
+    unstatted = set(unstatted)
     for old in unseen:
         if prefixes and old.path.startswith(prefixes):
             out.keep.append(old)
             out.unchanged += 1
+        elif old.path in unstatted:  # counted skipped by the scan, not unchanged
+            out.keep.append(old)
         else:
             out.removed.append(old.path)
     return out

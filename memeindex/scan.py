@@ -8,6 +8,8 @@ Policy (README "What a build indexes"):
 - FIFOs, sockets and devices are skipped with a reason: reading them would hang;
 - a folder that cannot be listed (no permission, an NFS hiccup) is skipped with its reason and reported in
   `unlisted`: the plan keeps what the index knows under it instead of taking its files for removed;
+- a file whose `stat` fails (EIO on NFS) is skipped with its reason and reported in `unstatted`: the plan keeps
+  its known row for the same reason;
 - a file whose name is not valid UTF-8 is indexed like any other (see generation.stored_path).
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ScanResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     hidden: int = 0  # dotfiles and dot-folders, not looked into
     unlisted: list[str] = field(default_factory=list)  # folders that could not be listed (also in `skipped`)
+    unstatted: list[str] = field(default_factory=list)  # files whose stat failed (also in `skipped`)
 
 
 def walk(root: Path) -> ScanResult:
@@ -61,6 +64,7 @@ def walk(root: Path) -> ScanResult:
             try:
                 st = os.stat(path)  # follows a file symlink
             except OSError as exc:
+                out.unstatted.append(rel)
                 out.skipped.append((rel, exc.strerror or str(exc)))
                 continue
             if not stat.S_ISREG(st.st_mode):

@@ -375,3 +375,24 @@ def test_a_subfolder_that_cannot_be_listed_keeps_its_rows(tmp_path, two, grace_r
     from memeindex.scan import walk
 
     assert walk(two).unlisted == ["sub"]
+
+
+def test_a_file_whose_stat_fails_keeps_its_row(tmp_path, two, monkeypatch):
+    """EIO from stat (an NFS hiccup) on one file: its row stands, one skip line, nothing removed."""
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    before = _images(index)
+    victim = sorted(before)[0]
+    real_stat = os.stat
+
+    def failing(path, *args, **kwargs):
+        if os.fspath(path).endswith(os.sep + victim):
+            raise OSError(5, "Input/output error", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    result = run("build", two, "--index", index, "--backend", "inprocess")
+    assert f"skipping {victim}: Input/output error" in result.stderr
+    got = summary(result)
+    assert (got["removed"], got["indexed"], got["skipped"], got["images"]) == ("0", "0", "1", str(len(before)))
+    assert _images(index) == before

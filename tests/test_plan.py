@@ -111,3 +111,17 @@ def test_known_rows_under_a_folder_the_scan_could_not_list_are_kept_not_removed(
     p = plan(known, [Scanned("a.jpg", 10, 1)], hasher({}), D, unlisted=["sub"])
     assert [r.path for r in p.keep] == ["a.jpg", "sub/b.jpg", "sub/deeper/c.jpg"] and p.unchanged == 3
     assert p.removed == ["subway.jpg"]  # a sibling whose name merely starts like the folder is gone
+
+
+def test_a_file_the_scan_could_not_stat_keeps_its_row_and_is_not_removed():
+    known = [row("a.jpg", "A"), row("eio.jpg", "E"), row("gone.jpg", "G")]
+    p = plan(known, [Scanned("a.jpg", 10, 1)], hasher({}), D, unstatted=["eio.jpg"])
+    assert [r for r in p.keep if r.path == "eio.jpg"] == [known[1]]  # its row as it was
+    assert p.removed == ["gone.jpg"] and p.unchanged == 1  # the scan counted it skipped, not unchanged
+
+
+def test_a_changed_file_that_cannot_be_read_keeps_its_old_row():
+    known = [row("edited.jpg", "E1")]
+    p = plan(known, [Scanned("edited.jpg", 11, 2)], hasher({"edited.jpg": None}), D)
+    assert p.skipped == [("edited.jpg", "Permission denied")] and p.keep == known  # next build reads it again
+    assert not (p.removed or p.analyze or p.reuse) and p.unchanged == 0
