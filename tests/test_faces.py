@@ -350,38 +350,21 @@ def test_real_animal_faces_the_full_range_detector_does_not_vouch_for_are_reject
         assert len(unvouched.detect(rgb)) == 1
 
 
-# Dev rows no earlier round finds: a weak box (short-range 0.31-0.65) the mesh confirms and the full-range detector
-# vouches for on its own crop (_vouch_rescue): a small soldier's face beside the clown, Fry (a cartoon), a Lego Batman.
+# Dev rows each vouching step alone finds, judged with that step's vouch made impossible. _vouch_rescue: a weak box
+# (short-range 0.31-0.65) the mesh confirms and the full-range detector vouches for on its own crop (a small
+# soldier's face beside the clown, Fry (a cartoon), a Lego Batman). _vouch_doubted (detector 5): a strong short-range
+# box (0.64-0.78) the mesh doubts (presence < 0.5: it was made for photographed faces), which the full-range detector
+# vouches for (cartoons: Batman slapping Robin, Y U No, the balloon-chasing figure).
 @pytest.mark.shared
-@pytest.mark.parametrize("name, where", [
-    ("imgflip/378-Army-clown.jpg", (0.45, 0.1, 0.6, 0.25)),  # the face's centre, in fractions of the frame
-    ("imgflip/219-Shut-Up-And-Take-My-Money-Fry.jpg", (0.35, 0.35, 0.55, 0.6)),
-    ("memegen/firsttry.png", (0.3, 0.35, 0.45, 0.55)),
+@pytest.mark.parametrize("name, where, step_vouch", [  # where: the face's centre, in fractions of the frame
+    ("imgflip/378-Army-clown.jpg", (0.45, 0.1, 0.6, 0.25), "VOUCH_WEAK"),
+    ("imgflip/219-Shut-Up-And-Take-My-Money-Fry.jpg", (0.35, 0.35, 0.55, 0.6), "VOUCH_WEAK"),
+    ("memegen/firsttry.png", (0.3, 0.35, 0.45, 0.55), "VOUCH_WEAK"),
+    ("imgflip/14-Batman-Slapping-Robin.jpg", (0.6, 0.45, 0.85, 0.7), "DOUBTED_VOUCH"),
+    ("memegen/yuno.jpg", (0.35, 0.3, 0.6, 0.6), "DOUBTED_VOUCH"),
+    ("memegen/balloon.jpg", (0.1, 0.15, 0.35, 0.35), "DOUBTED_VOUCH"),
 ])
-def test_weak_boxes_both_models_vouch_for_are_found(detector, name, where, monkeypatch):
-    from memeindex.faces import detector as detector_module
-
-    rgb = shared_meme(name)
-    h, w = rgb.shape[:2]
-    faces = detector.detect(rgb)
-    assert len(faces) == 1, [f.box for f in faces]
-    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
-    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
-    monkeypatch.setattr(detector_module, "VOUCH_WEAK", 1.1)  # no vouch can pass: the rounds before find nothing
-    with FaceDetector(Settings.from_env(models_dir=MODELS)) as without:
-        assert without.detect(rgb) == []
-
-
-# Dev rows (cartoon) nothing before detector 5 finds: a strong short-range box (0.64-0.78) the mesh doubts (presence
-# < 0.5: it was made for photographed faces), which the full-range detector vouches for on its own crop
-# (_vouch_doubted): Batman slapping Robin, Y U No, the balloon-chasing figure.
-@pytest.mark.shared
-@pytest.mark.parametrize("name, where", [
-    ("imgflip/14-Batman-Slapping-Robin.jpg", (0.6, 0.45, 0.85, 0.7)),  # Batman's face, in fractions of the frame
-    ("memegen/yuno.jpg", (0.35, 0.3, 0.6, 0.6)),
-    ("memegen/balloon.jpg", (0.1, 0.15, 0.35, 0.35)),
-])
-def test_doubted_cartoon_faces_the_full_range_detector_vouches_for_are_found(detector, name, where, monkeypatch):
+def test_faces_only_a_vouch_of_the_full_range_detector_finds(detector, name, where, step_vouch, monkeypatch):
     from memeindex.faces import detector as detector_module
 
     rgb = shared_meme(name)
@@ -391,7 +374,7 @@ def test_doubted_cartoon_faces_the_full_range_detector_vouches_for_are_found(det
     cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
     assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
     assert np.isfinite(faces[0].blendshapes).all()
-    monkeypatch.setattr(detector_module, "DOUBTED_VOUCH", 1.1)  # no vouch can pass: the rounds before find nothing
+    monkeypatch.setattr(detector_module, step_vouch, 1.1)  # no vouch can pass: the rounds before find nothing
     with FaceDetector(Settings.from_env(models_dir=MODELS)) as without:
         assert without.detect(rgb) == []
 
