@@ -188,7 +188,8 @@ def check(index_dir, as_json):
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(f"{report.index} ({report.generation}): images={report.images} faces={report.faces} "
-                   f"vectors={report.vectors} model={report.model_id} detector={report.detector}")
+                   f"vectors={report.vectors} model={report.model_id} detector={report.detector} "
+                   f"failed-to-retry={report.to_retry}")
         for note in report.notes:
             click.echo(f"note: {note}")
         for problem in report.problems:

@@ -742,6 +742,7 @@ class CheckReport:
     model_id: str = ""
     detector: str = ""
     schema_version: int = 0
+    to_retry: int = 0  # failed files the next build analyses again unasked (the run made them fail; see plan.py)
     problems: list[str] = field(default_factory=list)  # damage: the index cannot be trusted
     notes: list[str] = field(default_factory=list)  # worth knowing, not damage
 
@@ -782,6 +783,10 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
             continue
         if name == IMAGES_FILE:
             images, report.images = table, table.num_rows
+            from .plan import retries_unasked  # plan imports this module
+
+            report.to_retry = sum(map(retries_unasked, table.column("status").to_pylist(),
+                                      table.column("run_failures").to_pylist()))
         else:
             faces, report.faces = table, table.num_rows
     index = None

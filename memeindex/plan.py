@@ -150,6 +150,12 @@ def _redo(row: ImageRow, detector: str, retry_failed: bool) -> str | None:
     """Why the content of a known row is analysed again ("redetect" / "retry"), or None: its rows stand."""
     if row.status == "noface" and row.detector != detector:
         return "redetect"
-    if row.status == "failed" and (retry_failed or 0 < row.run_failures < RUN_FAILURE_RETRIES):
+    if row.status == "failed" and (retry_failed or retries_unasked(row.status, row.run_failures)):
         return "retry"
     return None
+
+
+def retries_unasked(status: str, run_failures: int) -> bool:
+    """Whether the next build analyses a row again without `retry_failed`: the run, not the file, made it fail,
+    fewer than RUN_FAILURE_RETRIES builds in a row (`memeindex check` counts these too)."""
+    return status == "failed" and 0 < run_failures < RUN_FAILURE_RETRIES

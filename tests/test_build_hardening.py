@@ -234,6 +234,28 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
     assert run("check", "--index", tmp_path / "nothing").exit_code == IndexMissing.exit_code
 
 
+def test_check_says_how_many_failed_files_the_next_build_retries(tmp_path, two):
+    from memeindex.plan import RUN_FAILURE_RETRIES
+
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    g = IndexDir(index).generation()
+    images = g.images()
+    # grace.jpg as failed by the run once (retried), wall.png as failed by it too often (left alone)
+    by_path = {"grace.jpg": 1, "wall.png": RUN_FAILURE_RETRIES}
+    paths = images.column("path").to_pylist()
+    images = images.set_column(images.schema.get_field_index("status"), "status", pa.array(["failed"] * len(paths)))
+    images = images.set_column(images.schema.get_field_index("faces"), "faces",
+                               pa.array([0] * len(paths), images.schema.field("faces").type))
+    images = images.set_column(images.schema.get_field_index("run_failures"), "run_failures",
+                               pa.array([by_path[p] for p in paths], pa.int32()))
+    pq.write_table(images, g.images_path)
+    checked = run("check", "--index", index, "--json")
+    assert json.loads(checked.stdout)["to_retry"] == 1, checked.output
+    assert "failed-to-retry=1" in run("check", "--index", index).stdout
+    assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["retried"] == "1"  # as it said
+
+
 def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_path):
     index = tmp_path / "index"
     run("build", two, "--index", index, "--backend", "inprocess")
