@@ -1,7 +1,8 @@
 """Write a file so that a reader (or a kill) never sees half of it: a temp file beside it, then a rename.
 
 The one owner of that fact for every file memeindex writes whole: the generation's tables and facts
-(generation.py), a fetched model (models.py), a download folder's index.tsv (download.py), a contact sheet (sheet.py).
+(generation.py), a fetched model (models.py), a download folder's index.tsv (download.py), a contact sheet (sheet.py),
+a trained model, its summary and the training caches (train/), templates.json (scripts/fit_templates.py).
 """
 from __future__ import annotations
 

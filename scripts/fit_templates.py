@@ -95,13 +95,16 @@ def main() -> int:
         grouped[model_id] = (images, faces)
     ref = measured.get(templates.REFERENCE_MODEL)
     if args.write:
+        from memeindex.atomicfile import replacing
+
         path = templates.SCALES_FILE
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         data["about"] = ("RMS embedding distance ('distance') of the same face in two copies of one picture, per "
                          "embedder (shared memes); templates.py scales its limits by it; "
                          "written by scripts/fit_templates.py")
         data.setdefault("models", {}).update(measured)
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        with replacing(path) as tmp:  # an interrupted --write leaves the committed file whole
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
         templates._measured.cache_clear()
         templates.embedding_scale.cache_clear()

@@ -95,3 +95,21 @@ def test_readout_choice_floor_is_the_centred_pca_and_a_centring_competes_like_an
     assert chosen is trials[4]
     chosen, _ = choose_readout(trials[:4], "box10", 0.005)
     assert chosen is trials[2]  # the 128-d read-out of the same centring is within the margin
+
+
+def test_training_summary_is_written_through_atomicfile(tmp_path):
+    """The bytes are the ones it always wrote; a temp a killed writer left beside it is cleared (atomicfile's)."""
+    import hashlib
+    import json
+
+    from memeindex.train.export import write_summary
+
+    model = tmp_path / "expression-vX.tflite"
+    model.write_bytes(b"flatbuffer")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / f".expression-vX.train.json.tmp{int(dead.stdout)}"
+    leftover.write_text("half")
+    out = write_summary(model, {"epochs": 3})
+    want = {"model": model.name, "bytes": 10, "sha256": hashlib.sha256(b"flatbuffer").hexdigest(), "epochs": 3}
+    assert out.read_text() == json.dumps(want, indent=1) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expression-vX.tflite", "expression-vX.train.json"]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomicfile import replacing
+
 log = logging.getLogger(__name__)
 
 CROP_CODE_VERSION = "3"  # bump whenever the cached crops would differ (crop functions, what is stored)
@@ -156,9 +158,8 @@ def extract(name: str, paths: list[Path], cache: Path, workers: int = 2, all_fac
                   "gray48": np.array([f[3] for f in found], np.uint8).reshape(-1, CROP, CROP),
                   "shapes": np.array([f[4] for f in found], np.float32).reshape(-1, 52)}
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(out)
+        with replacing(out, out.with_name(out.name + f".tmp{os.getpid()}.npz")) as tmp:  # savez adds .npz otherwise
+            np.savez(tmp, **arrays)
         log.info("%s: %d faces in %d images -> %s", name, len(found), len(paths), out)
     z = np.load(out)
     return {k: z[k] for k in z.files} | {"key": key, "file": out, "paths": list(paths)}

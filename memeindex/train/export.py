@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomicfile import replacing
+
 # LiteRT vs Keras on the same inputs: the file holds float16 weights, Keras float32 ones, so the unit vectors
 # differ slightly; a broken export (wrong input order, a dropped branch) differs by orders of magnitude more.
 PARITY_MAX_ABS = 5e-3  # per coordinate
@@ -31,9 +33,8 @@ def export_tflite(model, path: Path, float16: bool = True) -> None:
             conv.target_spec.supported_types = [tf.float16]
         blob = conv.convert()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(path.name + ".tmp")
-    tmp_path.write_bytes(blob)
-    tmp_path.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(blob)
 
 
 def assert_parity(keras_out: np.ndarray, litert_out: np.ndarray, max_abs: float = PARITY_MAX_ABS,
@@ -76,9 +77,8 @@ def write_summary(model_path: Path, summary: dict) -> Path:
     blob = model_path.read_bytes()
     out = model_path.with_name(model_path.stem + ".train.json")
     full = {"model": model_path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), **summary}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(full, indent=1, default=_jsonable) + "\n")
-    tmp.replace(out)
+    with replacing(out) as tmp:
+        tmp.write_text(json.dumps(full, indent=1, default=_jsonable) + "\n")
     return out
 
 

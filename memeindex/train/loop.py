@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomicfile import replacing
 from . import augment as A
 from . import data as D
 from . import export as E
@@ -144,9 +145,8 @@ def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Pat
     feat_m, logits_m = runner(rgb[:, :, ::-1])
     out = {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
            "feat_m": feat_m, "logits_m": logits_m}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    with replacing(path, path.with_name(path.name + f".tmp{os.getpid()}.npz")) as tmp:  # savez adds .npz otherwise
+        np.savez(tmp, **out)
     return out
 
 
