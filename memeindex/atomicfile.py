@@ -38,17 +38,21 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
     removed = []
     for path in Path(folder).glob(temp_glob(name)):
         match = _TEMP_NAME.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:  # its writer renamed it meanwhile
-            continue
-        if _running(int(match.group(1))) and age < STALE_AFTER_S:
+        if match is None or not path.is_file() or not is_stale(path, int(match.group(1))):
             continue
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def is_stale(path: Path, pid: int) -> bool:
+    """Whether the temp file `path`, written by process `pid`, was left by a killed writer: `pid` is not a running
+    process, or the file is older than STALE_AFTER_S. download.py's `.part-PID` files follow the same rule."""
+    try:
+        age = time.time() - Path(path).stat().st_mtime
+    except FileNotFoundError:  # its writer renamed it meanwhile
+        return False
+    return not _running(pid) or age >= STALE_AFTER_S
 
 
 def _running(pid: int) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import __version__, formats
-from .atomicfile import replacing
+from .atomicfile import is_stale, replacing
 from .errors import BadUrlList, DownloadFailed, ImageTooLarge, NotAnImage, SourceUnreachable
 from .models import sha256_file
 from .settings import Settings
@@ -581,22 +581,11 @@ def _write_index(dest: Path, rows: dict[str, dict]) -> None:
 
 
 def _remove_stale_parts(dest: Path) -> None:
-    """Temp files a killed run left behind (its process is gone); a live run's are left alone."""
+    """Temp files a killed run left behind (atomicfile's rule: its process is gone, or the file is so old that
+    its PID may belong to another process); a live run's are left alone."""
     for path in dest.glob(f".*{_PART}*"):
         pid = path.name.rsplit(_PART, 1)[1]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or not is_stale(path, int(pid)):
             continue
         path.unlink(missing_ok=True)
         log.info("removed %s, left by an interrupted download", path.name)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from memeindex import download as dl
+from memeindex.atomicfile import STALE_AFTER_S
 from memeindex.cli import main
 from memeindex.errors import DownloadFailed, SourceUnreachable
 from memeindex.models import sha256_file
@@ -422,6 +423,10 @@ def test_url_list_names_and_stale_temp_files(tmp_path):
     dest.mkdir()
     (dest / f".001-x.part-{dead.stdout.strip()}").write_bytes(b"half")  # left by a killed run
     (dest / f".002-y.part-{os.getppid()}").write_bytes(b"live")  # a running process's
+    reused = dest / f".003-z.part-{os.getppid()}"  # a running PID, but too old to be its: PIDs are reused
+    reused.write_bytes(b"old")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(reused, (old, old))
     dl.download([], dest, Settings.from_env())
     assert leftovers(dest) == [f".002-y.part-{os.getppid()}"]
 
