@@ -17,9 +17,8 @@ log = logging.getLogger(__name__)
 class FaceAnalyzer:
     """Detector + embedder, loaded once. Not picklable: one per process; close it or use `with`."""
 
-    def __init__(self, settings: Settings | None = None, embedder: ExpressionEmbedder | str | None = None,
-                 num_threads: int = 1):
-        self.settings = settings or Settings.from_env()
+    def __init__(self, settings: Settings, embedder: ExpressionEmbedder | str | None = None, num_threads: int = 1):
+        self.settings = settings
         self.embedder = embedder if isinstance(embedder, ExpressionEmbedder) else get_embedder(self.settings, embedder)
         self.detector = FaceDetector(self.settings, num_threads=num_threads)  # the detector is most of the work
 
@@ -60,5 +59,5 @@ class FaceAnalyzer:
 def analyze(source: str | Path | bytes | np.ndarray, settings: Settings | None = None,
             embedder: str | None = None) -> list[Face]:
     """Faces of one image with box, score, landmarks, blendshapes and embedding (loads the models each call)."""
-    with FaceAnalyzer(settings, embedder) as analyzer:
+    with FaceAnalyzer(settings or Settings.from_env(), embedder) as analyzer:
         return analyzer.analyze(source)

@@ -291,8 +291,8 @@ def _meme_keys(shas) -> np.ndarray:
 
 
 class Searcher:
-    def __init__(self, index_dir: Path | None = None, settings: Settings | None = None, analyzer=None):
-        self.settings = settings or Settings.from_env()
+    def __init__(self, index_dir: Path | None, settings: Settings, analyzer=None):
+        self.settings = settings
         self.index_dir = IndexDir(index_dir or self.settings.index_dir)
         self._analyzer = analyzer
         from .embedders import get_embedder
@@ -394,7 +394,7 @@ class Searcher:
 def query(image, index_dir: Path | None = None, k: int = 3, face: int | None = None,
           settings: Settings | None = None) -> QueryResult:
     """Top-k memes for the face in `image` (path, bytes or RGB array): one entry per template, its best face."""
-    searcher = Searcher(index_dir, settings)
+    searcher = Searcher(index_dir, settings or Settings.from_env())
     try:
         return searcher.search(image, k=k, face=face)
     finally:

@@ -176,7 +176,8 @@ def _mean_blendshapes(group: list[_Sample]) -> np.ndarray:
 def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 3, settings: Settings | None = None,
                 *, fps: float = 4.0, change: float = 0.35, min_duration: float = 1.0, gap: float = 1.5,
                 searcher=None) -> list[Segment]:
-    """Segments of the main face's expression in a video, each with its top-k memes. Raises NoFace, NotAnImage."""
+    """Segments of the main face's expression in a video, each with its top-k memes. Raises NoFace, NotAnImage.
+    `settings` opens the Searcher when no `searcher` is given (the CLI passes its own)."""
     from .search import Searcher
 
     own = searcher is None

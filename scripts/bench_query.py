@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             print(f"built a temporary index of {summary.images} memes, {summary.faces} faces "
                   f"in {time.perf_counter() - t0:.1f}s (not timed below)")
 
-        searcher = Searcher(index_dir)
+        searcher = Searcher(index_dir, Settings.from_env())
         t0 = time.perf_counter()
         queries = []
         for path in files:  # the first memes with a face are the queries

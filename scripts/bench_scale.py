@@ -184,12 +184,13 @@ def measure(scratch: Path) -> dict:
     """In a fresh process: load the generation through Searcher, search, and read this process's peak RSS."""
     from memeindex import vectors
     from memeindex.search import Searcher
+    from memeindex.settings import Settings
 
     data = np.load(scratch / "queries.npz")
     queries, exact = data["queries"], data["exact"]
     base_mb = status_mb("VmRSS")
     t0 = time.perf_counter()
-    searcher = Searcher(scratch / "index")
+    searcher = Searcher(scratch / "index", Settings.from_env())
     load_s = time.perf_counter() - t0
     gen = searcher.loaded_generation
     for q in queries[:5]:  # warm-up: first-touch of pages and code

@@ -109,11 +109,12 @@ def main() -> int:
     from memeindex.cli import format_build
     from memeindex.quiet import native_stderr_filtered
     from memeindex.search import Searcher
+    from memeindex.settings import Settings
 
     if not args.no_build:
         print(format_build(memeindex.build(args.memes, args.index, progress=True)), file=sys.stderr)
     with native_stderr_filtered():
-        searcher = Searcher(args.index)
+        searcher = Searcher(args.index, Settings.from_env())
         photos = queries(args.photos, args.queries, searcher.analyzer)
         results = [(p, searcher.search(p, k=args.k)) for p in photos]
     root = searcher.root

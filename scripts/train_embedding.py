@@ -21,10 +21,12 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from memeindex.settings import Settings
     from memeindex.train import loop
 
+    settings = Settings.from_env()
     if "--version" in argv and argv[argv.index("--version") + 1] == "v1":
-        loop.train_v1(argv)
+        loop.train_v1(argv, settings)
         return
     defaults = loop.V2Config()
     ap = argparse.ArgumentParser(description="train expression-v2 (see models/README.md)")
@@ -38,7 +40,7 @@ def main(argv=None) -> None:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args(argv)
     config = loop.V2Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
-    result = loop.train_v2(config)
+    result = loop.train_v2(config, settings)
     logging.getLogger("train").info("wrote %s and %s (validation %s)", result.path, result.summary_path,
                                     result.summary["validation"])
 

@@ -48,7 +48,7 @@ def searcher(tmp_path_factory):
     from memeindex.search import Searcher
 
     _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    s = Searcher(index_dir)
+    s = Searcher(index_dir, Settings.from_env())
     yield s
     s.close()
 

@@ -15,6 +15,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance 
 
 import media_fixtures as media  # noqa: E402
 from memeindex.server import create_app  # noqa: E402
+from memeindex.settings import Settings  # noqa: E402
 
 MAX_EXAMPLES = 30
 CALL_TIMEOUT = 30  # seconds: a request that takes longer is a hang
@@ -23,7 +24,7 @@ CALL_TIMEOUT = 30  # seconds: a request that takes longer is a hang
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    with media.LiveServer(create_app(index_dir)) as server:
+    with media.LiveServer(create_app(index_dir, Settings.from_env())) as server:
         yield server
 
 

@@ -16,6 +16,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
 
 import media_fixtures as media  # noqa: E402
 from memeindex.server import create_app  # noqa: E402
+from memeindex.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -39,7 +40,7 @@ def browser_bins():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    with media.LiveServer(create_app(index_dir)) as live:
+    with media.LiveServer(create_app(index_dir, Settings.from_env())) as live:
         yield live
 
 

@@ -17,6 +17,7 @@ import pytest
 from memeindex import generation as gen
 from memeindex.errors import IndexDamaged, IndexMissing, IndexUnwritable
 from memeindex.generation import IndexDir
+from memeindex.settings import Settings
 
 from test_cli import run, save, summary
 
@@ -50,7 +51,7 @@ def test_non_utf8_file_name_is_indexed_and_opens(tmp_path, two, grace_path):
 
     from memeindex.server.service import SearchService
 
-    service = SearchService(index)  # the server opens the exact file by id
+    service = SearchService(index, Settings.from_env())  # the server opens the exact file by id
     try:
         path = service.image_file(rows[odd]["sha256"][:16])
         assert path is not None and path.read_bytes() == (two / odd).read_bytes()
@@ -162,7 +163,7 @@ def test_file_symlinks_are_indexed_and_served_wherever_they_point(tmp_path, two,
 
     from memeindex.server.service import SearchService
 
-    service = SearchService(index)
+    service = SearchService(index, Settings.from_env())
     try:  # every id the index holds is one the server opens
         for row in rows.values():
             assert service.image_file(row["sha256"][:16]) is not None

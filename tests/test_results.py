@@ -16,6 +16,7 @@ from conftest import SHARED_DATA
 from memeindex import calibrate, traits
 from memeindex.cli import main
 from memeindex.embedders.registry import DEFAULT_LEARNED
+from memeindex.settings import Settings
 
 MATCH_KEYS = {"id", "path", "name", "score", "distance", "box", "frame", "traits", "variants", "variants_total",
               "weak"}
@@ -109,7 +110,7 @@ def test_isotonic_fit_recovers_a_known_rate():
 def test_traits_name_what_both_faces_show(grace_rgb, astronaut_rgb):
     from memeindex.pipeline import FaceAnalyzer
 
-    with FaceAnalyzer() as analyzer:
+    with FaceAnalyzer(Settings.from_env()) as analyzer:
         grace = analyzer.analyze(grace_rgb)[0].blendshapes
         astronaut = analyzer.analyze(astronaut_rgb)[0].blendshapes
     same = traits.shared(grace, grace)
@@ -173,7 +174,7 @@ def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
                                 generation.sort_images(generation.images_table(images)), built.index,
                                 model_id="fake-v1", dim=dim, root=str(tmp_path), **built.facts)
     analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id="fake-v1", dim=dim), close=lambda: None)
-    searcher = Searcher(tmp_path / "index", analyzer=analyzer)
+    searcher = Searcher(tmp_path / "index", Settings.from_env(), analyzer=analyzer)
     try:
         many, alone = searcher.search_vector(unit[0], k=2)
     finally:

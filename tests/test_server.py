@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 
 import media_fixtures as media  # noqa: E402
 from memeindex.server import create_app  # noqa: E402
+from memeindex.settings import Settings  # noqa: E402
 
 ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -30,7 +31,7 @@ def index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(index):
-    with TestClient(create_app(index[1])) as c:
+    with TestClient(create_app(index[1], Settings.from_env())) as c:
         yield c
 
 
@@ -91,7 +92,7 @@ def test_bad_uploads_get_clear_4xx(client):
 
 def test_upload_cap(index, monkeypatch):
     monkeypatch.setenv("MEMEINDEX_MAX_UPLOAD_BYTES", "100000")
-    app = create_app(index[1], searcher=_NoSearch())
+    app = create_app(index[1], Settings.from_env(), searcher=_NoSearch())
     with TestClient(app) as c:
         r = search(c, b"\xff" * 150_000)
         assert r.status_code == 413 and "100,000" in r.json()["detail"]
@@ -154,7 +155,7 @@ def test_traversal_is_refused(client, path):
 
 def test_traversal_raw_socket(index):
     """The same attempts as raw request lines (no client-side normalisation of '..') to a live server."""
-    with media.LiveServer(create_app(index[1], searcher=_NoSearch())) as server:
+    with media.LiveServer(create_app(index[1], Settings.from_env(), searcher=_NoSearch())) as server:
         for path in TRAVERSALS + ["/api/memes/../../../../etc/passwd", "/static/../../../../../../etc/passwd",
                                   "/static/../service.py", "/static/../__init__.py"]:
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -187,7 +188,7 @@ def test_hot_reload_keeps_serving(index, tmp_path):
     (root / "astronaut-mirrored.png").unlink()
     (root / "astronaut_portrait.jpg").unlink()
     build(root, tmp_path / "index", workers=1)
-    with TestClient(create_app(tmp_path / "index", reload_interval=0)) as c:
+    with TestClient(create_app(tmp_path / "index", Settings.from_env(), reload_interval=0)) as c:
         query = media.jpeg(media.astronaut()[:, ::-1])
         before = search(c, query, k=3).json()["matches"]
         assert "astronaut-mirrored.png" not in [m["path"] for m in before]
@@ -267,7 +268,7 @@ def test_pixel_bomb_is_413(client):
 
 def test_an_index_removed_under_the_server_is_served_on_with_one_log_line(index, tmp_path, caplog):
     shutil.copytree(index[1], tmp_path / "index")
-    with TestClient(create_app(tmp_path / "index", reload_interval=0)) as c:
+    with TestClient(create_app(tmp_path / "index", Settings.from_env(), reload_interval=0)) as c:
         query = media.jpeg(media.grace())
         before = search(c, query, k=1).json()["matches"]
         (tmp_path / "index" / "CURRENT").unlink()  # someone removed the index (rm -rf, a cleanup script)

@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 import media_fixtures as media  # noqa: E402
 from memeindex.server import create_app  # noqa: E402
+from memeindex.settings import Settings  # noqa: E402
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -28,7 +29,7 @@ def index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(index):
-    app = create_app(index[1])
+    app = create_app(index[1], Settings.from_env())
     with media.LiveServer(app) as live:
         live.app = app
         yield live
@@ -110,7 +111,7 @@ def test_50_mb_upload_without_expect_gets_the_413_message(server):
 
 def test_searches_beyond_the_bound_get_503_at_once(index, monkeypatch):
     monkeypatch.setenv("MEMEINDEX_MAX_PENDING_SEARCHES", "2")
-    app = create_app(index[1])
+    app = create_app(index[1], Settings.from_env())
     service = app.state.service
     release = threading.Event()
     files = {"image": ("f.jpg", media.jpeg(media.grace()), "image/jpeg")}

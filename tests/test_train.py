@@ -48,8 +48,8 @@ def test_cache_key_names_files_wherever_shared_lives():
 
 
 def test_runtime_embedding_never_imports_tensorflow():
-    code = ("import sys, numpy as np; from memeindex.embedders import get_embedder; "
-            "e = get_embedder(None, 'auto'); e.embed(np.zeros((64, 64, 3), np.uint8), []); "
+    code = ("import sys, numpy as np; from memeindex.embedders import get_embedder; from memeindex.settings import Settings; "
+            "e = get_embedder(Settings.from_env(), 'auto'); e.embed(np.zeros((64, 64, 3), np.uint8), []); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -96,7 +96,6 @@ def resolve(name: str) -> str:
     return model_id
 
 
-def get_embedder(settings: Settings | None = None, name: str | None = None) -> ExpressionEmbedder:
+def get_embedder(settings: Settings, name: str | None = None) -> ExpressionEmbedder:
     """The embedder named `name` (or settings.embedder): 'auto', 'baseline', 'learned' or a model id."""
-    settings = settings or Settings.from_env()
     return FACTORIES[resolve(name or settings.embedder)](settings)

@@ -144,8 +144,8 @@ class Face:
 class FaceDetector:
     """Faces of RGB frames. Not picklable (native interpreters): make one per process, close it or use `with`."""
 
-    def __init__(self, settings: Settings | None = None, num_threads: int = 1):
-        self.settings = settings or Settings.from_env()
+    def __init__(self, settings: Settings, num_threads: int = 1):
+        self.settings = settings
         models_dir = self.settings.models_dir
         self._models = BundleModels(model_path(FACE_LANDMARKER, models_dir), num_threads,
                                     {"full": model_path(FACE_DETECTOR_FULL_RANGE, models_dir)})

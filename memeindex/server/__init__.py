@@ -13,7 +13,7 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(index_dir: str | Path | None = None, settings: Settings | None = None, *, searcher=None,
+def create_app(index_dir: str | Path | None, settings: Settings, *, searcher=None,
                reload_interval: float | None = None):
     """The FastAPI app serving one index. Loads the index and the models once (raises IndexMissing & co).
 

@@ -31,7 +31,7 @@ def _describe(error: dict) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid request"))
 
 
-def build_app(index_dir, settings=None, *, searcher=None, reload_interval=None) -> FastAPI:
+def build_app(index_dir, settings, *, searcher=None, reload_interval=None) -> FastAPI:
     service = SearchService(index_dir, settings, searcher=searcher, reload_interval=reload_interval)
 
     @asynccontextmanager

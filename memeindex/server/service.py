@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class SearchService:
-    def __init__(self, index_dir: str | Path | None, settings: Settings | None = None, searcher=None,
+    def __init__(self, index_dir: str | Path | None, settings: Settings, searcher=None,
                  reload_interval: float | None = None):
-        self.settings = settings or Settings.from_env()
+        self.settings = settings
         self.index_dir = Path(index_dir) if index_dir is not None else Path(self.settings.index_dir)
         self.max_upload_bytes = self.settings.max_upload_bytes
         self.max_k = self.settings.max_k

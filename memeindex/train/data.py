@@ -8,6 +8,7 @@ or cropping never trains on stale crops.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomicfile import replacing
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +90,13 @@ _detector = None
 _settings = None
 
 
-def _init_worker() -> None:
+def _init_worker(settings: Settings) -> None:
     global _detector, _settings
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.disable(logging.WARNING)
     from ..faces import FaceDetector
-    from ..settings import Settings
 
-    _settings = Settings.from_env(workers=1)
+    _settings = dataclasses.replace(settings, workers=1)
     _detector = FaceDetector(_settings)
 
 
@@ -104,7 +105,7 @@ def _faces_of(job: tuple[str, bool]):
     from ..embedders.learned import face_inputs
 
     path, all_faces = job
-    rgb = _decode(path)
+    rgb = _decode(path, _settings)
     if rgb is None:
         return []
     faces = _detector.detect(rgb)
@@ -116,12 +117,10 @@ def _faces_of(job: tuple[str, bool]):
             for f, g, s in zip(faces, gray, shapes)]
 
 
-def _decode(path: str) -> np.ndarray | None:
+def _decode(path: str, settings: Settings) -> np.ndarray | None:
     """The first frame, RGB, exactly as `memeindex eval` decodes it (None when unreadable)."""
     from ..images import decode
-    from ..settings import Settings
 
-    settings = _settings or Settings.from_env()
     try:
         return decode(path, max_pixels=settings.max_pixels, hard_max_pixels=settings.hard_max_pixels,
                       max_frames=1)[0].rgb
@@ -134,7 +133,8 @@ def cache_name(path: Path) -> str:
     return "/".join(Path(path).parts[-3:])
 
 
-def extract(name: str, paths: list[Path], cache: Path, workers: int = 2, all_faces: bool = False) -> dict:
+def extract(name: str, paths: list[Path], cache: Path, settings: Settings, workers: int = 2,
+            all_faces: bool = False) -> dict:
     """Faces of `paths`, cached in cache/NAME-KEY.npz: image [m] (index into paths), box [m,4],
     landmarks [m,478,3], gray48 [m,48,48] uint8 (v1's input), shapes [m,52]; plus `key` and `paths`."""
     key_src = json.dumps({"detector": detector_version(), "crop_code": CROP_CODE_VERSION, "all_faces": all_faces,
@@ -148,7 +148,7 @@ def extract(name: str, paths: list[Path], cache: Path, workers: int = 2, all_fac
 
         found = []
         jobs = [(str(p), all_faces) for p in paths]
-        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
             for i, faces in enumerate(tqdm(pool.imap(_faces_of, jobs, chunksize=32), total=len(jobs),
                                            desc=f"faces {name}", unit="img", mininterval=10)):
                 found.extend((i, *f) for f in faces)
@@ -165,12 +165,12 @@ def extract(name: str, paths: list[Path], cache: Path, workers: int = 2, all_fac
     return {k: z[k] for k in z.files} | {"key": key, "file": out, "paths": list(paths)}
 
 
-def color_crops(faces: dict, crop) -> np.ndarray:
+def color_crops(faces: dict, crop, settings: Settings) -> np.ndarray:
     """uint8 [m,112,112,3]: crop(rgb, box, landmarks) of every cached face, from its re-decoded image."""
     out, last, rgb = [], None, None
     for i, box, lm in zip(faces["image"], faces["box"], faces["landmarks"]):
         if i != last:
-            rgb, last = _decode(str(faces["paths"][i])), i
+            rgb, last = _decode(str(faces["paths"][i]), settings), i
         out.append(crop(rgb, box, lm))
     return np.array(out, np.uint8).reshape(-1, 112, 112, 3)
 
@@ -192,7 +192,7 @@ def _v1_one(path: str):
 
     zoom = V1_CACHE_SIDE / CROP
     raw = None
-    rgb = _decode(path)
+    rgb = _decode(path, _settings)
     if rgb is None:
         return False, None, None, None, None
     if rgb.shape[0] == 48 and rgb.shape[1] == 48:
@@ -205,7 +205,7 @@ def _v1_one(path: str):
     return True, crops[0], shapes[0], alignment_matrix(face.landmarks, V1_CACHE_SIDE, zoom), raw
 
 
-def extract_v1(dataset: Path, out: Path, workers: int = 2, usage: str | None = None) -> None:
+def extract_v1(dataset: Path, out: Path, settings: Settings, workers: int = 2, usage: str | None = None) -> None:
     """v1's cache of one dataset (index.csv): found, crop [n,64,64], shapes, matrix, raw (FER's own pixels)."""
     with open(dataset / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -219,7 +219,7 @@ def extract_v1(dataset: Path, out: Path, workers: int = 2, usage: str | None = N
     shapes = np.zeros((n, 52), np.float32)
     matrix = np.zeros((n, 2, 3), np.float32)
     raw = np.zeros((n, 48, 48), np.uint8)
-    with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+    with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
         for i, (ok, c, s, m, r) in enumerate(pool.imap(_v1_one, paths, chunksize=64)):
             if r is not None:
                 raw[i] = r
@@ -230,12 +230,12 @@ def extract_v1(dataset: Path, out: Path, workers: int = 2, usage: str | None = N
                         matrix=matrix, raw=raw)
 
 
-def extract_v1_caches(data: Path, cache: Path, workers: int) -> None:
+def extract_v1_caches(data: Path, cache: Path, settings: Settings, workers: int) -> None:
     jobs = [(data / "fer2013", cache / "fer2013.npz", "Training,PublicTest"), (data / "muxspace", cache / "muxspace.npz", None)]
     for src, out, usage in jobs:
         if not out.exists():
             log.info("extracting %s -> %s", src, out)
-            extract_v1(src, out, workers, usage)
+            extract_v1(src, out, settings, workers, usage)
 
 
 def load_fer(data: Path, cache: Path):

@@ -1,4 +1,4 @@
-"""The recipes. `train_v2(config)`: expression-v2, composed from expression-v1 and face-api.js's FaceExpressionNet
+"""The recipes. `train_v2(config, settings)`: expression-v2, composed from expression-v1 and face-api.js's FaceExpressionNet
 with a read-out fitted on unlabelled faces and choices selected on a seeded split of FER-2013 Training.
 
 Nothing here looks at the evaluation sets (fer2013-publictest, muxspace, the posed CK+ faces): they are
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomicfile import replacing
+from ..settings import Settings
 from . import augment as A
 from . import data as D
 from . import export as E
@@ -123,7 +124,7 @@ class FaceApiRunner:
         return np.concatenate(feats), np.concatenate(logits)
 
 
-def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Path) -> dict:
+def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Path, settings) -> dict:
     """Per face: v1's embedding, face-api's feature and logits (of the crop and of its mirror image).
 
     Cached beside the faces: the key adds the crop's name and the frozen branches' weights to the faces' own key.
@@ -140,7 +141,7 @@ def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Pat
     if path.exists():
         z = np.load(path)
         return {k: z[k] for k in z.files}
-    rgb = D.color_crops(faces, COLOR_CROPS[crop_name])
+    rgb = D.color_crops(faces, COLOR_CROPS[crop_name], settings)
     feat, logits = runner(rgb)
     feat_m, logits_m = runner(rgb[:, :, ::-1])
     out = {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
@@ -193,7 +194,7 @@ def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float) -> 
     return chosen, floor
 
 
-def train_v2(config: V2Config) -> Result:
+def train_v2(config: V2Config, settings: Settings) -> Result:
     """expression-v2: v1 ++ face-api.js's feature (++ its class probabilities), a centred PCA read-out fitted on
     unlabelled faces, every choice made by the rule in models/README.md ("Selection"), all trials recorded."""
     import tensorflow as tf
@@ -213,11 +214,12 @@ def train_v2(config: V2Config) -> Result:
     # Unlabelled (labels never read): more of FER Training, muxspace's faces and the shared memes' faces.
     split = D.fer_training_split(expressions, config.seed, config.n_val, config.n_fit)
     fer_dir = expressions / "fer2013"
-    val = D.extract("fer-val", [fer_dir / r["path"] for r in split.val], config.cache, config.workers)
-    fit = D.extract("fer-fit", [fer_dir / r["path"] for r in split.fit], config.cache, config.workers)
+    val = D.extract("fer-val", [fer_dir / r["path"] for r in split.val], config.cache, settings, config.workers)
+    fit = D.extract("fer-fit", [fer_dir / r["path"] for r in split.fit], config.cache, settings, config.workers)
     _, mux_paths = D.labelled_set(expressions / "muxspace")  # the images only: no label is read
-    mux = D.extract("muxspace", mux_paths, config.cache, config.workers)
-    memes = D.extract("memes", D.meme_files(config.data / "memes"), config.cache, config.workers, all_faces=True)
+    mux = D.extract("muxspace", mux_paths, config.cache, settings, config.workers)
+    memes = D.extract("memes", D.meme_files(config.data / "memes"), config.cache, settings, config.workers,
+                      all_faces=True)
     val_votes = D.votes_of([split.val[i] for i in val["image"]])
     val_labels = D.majority(val_votes)
     triplets = sample_triplets(val_votes, [""] * len(val_labels))
@@ -241,7 +243,7 @@ def train_v2(config: V2Config) -> Result:
         """The frozen branches' outputs for one face set and crop: computed or read from the disk cache by
         _branches once, then kept (the selection below reads each of them many times)."""
         if (name, crop) not in loaded:
-            loaded[(name, crop)] = _branches(face_sets[name], runner, crop, v1, config.cache)
+            loaded[(name, crop)] = _branches(face_sets[name], runner, crop, v1, config.cache, settings)
         return loaded[(name, crop)]
 
     # 3. selection. v1 was fitted on all of FER Training, so on the validation split it looks better than it is,
@@ -300,7 +302,7 @@ def train_v2(config: V2Config) -> Result:
 
     probe = {k: v[:96] for k, v in val.items() if isinstance(v, np.ndarray) and len(v) == len(val["image"])}
     probe["paths"] = val["paths"]
-    colors = D.color_crops(probe, COLOR_CROPS[crop])
+    colors = D.color_crops(probe, COLOR_CROPS[crop], settings)
     keras_out = net.predict([probe["gray48"][..., None].astype(np.float32), probe["shapes"],
                              colors.astype(np.float32)], verbose=0)
     lite = LearnedEmbedder(path, model_id=f"expression-{config.version}", color_crop=crop)
@@ -351,7 +353,7 @@ def val_figures(model, val, mux):
     return out
 
 
-def train_v1(argv: list[str]) -> None:
+def train_v1(argv: list[str], settings: Settings) -> None:
     """The expression-v1 recipe (see models/README.md), its options parsed from argv."""
     import argparse
     import json
@@ -382,13 +384,13 @@ def train_v1(argv: list[str]) -> None:
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    D.extract_v1_caches(args.data, args.cache, args.workers)
+    D.extract_v1_caches(args.data, args.cache, settings, args.workers)
     if args.stage2_epochs > 0 and not args.init and not args.export_only:
         # the v1 recipe: stage 1 from scratch (its export goes to the cache), stage 2 continues from its weights
         argv = list(argv)
-        train_v1(argv + ["--stage2-epochs", "0", "--out-dir", str(args.cache / "stage1")])
+        train_v1(argv + ["--stage2-epochs", "0", "--out-dir", str(args.cache / "stage1")], settings)
         train_v1(argv + ["--stage2-epochs", "0", "--epochs", str(args.stage2_epochs), "--lr", str(args.stage2_lr),
-                     "--init", str(args.cache / f"expression-{args.version}.base.weights.h5")])
+                     "--init", str(args.cache / f"expression-{args.version}.base.weights.h5")], settings)
         return
 
     import tensorflow as tf
