@@ -177,11 +177,12 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
                 *, fps: float = 4.0, change: float = 0.35, min_duration: float = 1.0, gap: float = 1.5,
                 searcher=None) -> list[Segment]:
     """Segments of the main face's expression in a video, each with its top-k memes. Raises NoFace, NotAnImage.
-    `settings` opens the Searcher when no `searcher` is given (the CLI passes its own)."""
+    `settings` opens the Searcher when no `searcher` is given (the CLI passes its own); like `search.query`, the
+    video query is an entry point, so without either it reads the environment."""
     from .search import Searcher
 
     own = searcher is None
-    searcher = searcher or Searcher(index_dir, settings)
+    searcher = searcher or Searcher(index_dir, settings or Settings.from_env())
     try:
         samples, breaks, previous, last_seen = [], set(), None, None
         for t, rgb, scale in sample_frames(path, fps=fps):

@@ -100,3 +100,10 @@ def test_a_video_is_known_by_its_first_bytes_whatever_its_name(tmp_path, tmp_pat
 
     webm, avi = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + bytes(23), b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(16)
     assert (sniff_video(webm), sniff_video(avi)) == ("mkv", "avi")
+
+
+def test_a_video_query_given_only_an_index_opens_its_own_searcher(searcher, tmp_path):
+    # The library entry point, as `memeindex.query` is for photos: no Searcher and no Settings handed in.
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.5)])
+    segments = query_video(clip, searcher.index_dir.path, k=1)
+    assert len(segments) == 1 and who(segments[0]) == "grace"
