@@ -316,6 +316,18 @@ def test_no_face_in_the_faceless_labelled_memes(detector):
     assert with_faces == ["imgflip/296-achievement-unlocked.jpg"]
 
 
+def the_meme_face(detector, name: str, where: tuple[float, float, float, float]):
+    """(frame, its one face) of a shared meme, asserting the face's centre lies in `where` (fractions of the frame:
+    x0, y0, x1, y1)."""
+    rgb = shared_meme(name)
+    h, w = rgb.shape[:2]
+    faces = detector.detect(rgb)
+    assert len(faces) == 1, [f.box for f in faces]
+    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
+    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
+    return rgb, faces[0]
+
+
 # Dev rows of meme_labels.csv that detector 2 missed and _rescue (detector 3) finds: a tiny face (~20 px in 500x375) the
 # short-range detector does not see and the full-range one scores 0.33, which the mesh confirms upright and turned both
 # ways; and a half-turned head whose short-range box (0.61) the mesh doubts upright but is certain of turned by 45 degrees.
@@ -325,13 +337,8 @@ def test_no_face_in_the_faceless_labelled_memes(detector):
     ("imgflip/67-Domino-Effect.jpg", (0.6, 0.3, 0.75, 0.5)),  # the man on the right
 ])
 def test_missed_memes_found_by_the_rescue(detector, name, where):
-    rgb = shared_meme(name)
-    h, w = rgb.shape[:2]
-    faces = detector.detect(rgb)
-    assert len(faces) == 1, [f.box for f in faces]
-    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
-    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
-    assert np.isfinite(faces[0].blendshapes).all() and faces[0].landmarks.shape == (478, 3)
+    rgb, face = the_meme_face(detector, name, where)
+    assert np.isfinite(face.blendshapes).all() and face.landmarks.shape == (478, 3)
     with FaceDetector(Settings.from_env(models_dir=MODELS, second_pass=False)) as first_pass_only:
         assert first_pass_only.detect(rgb) == []
 
@@ -367,13 +374,8 @@ def test_real_animal_faces_the_full_range_detector_does_not_vouch_for_are_reject
 def test_faces_only_a_vouch_of_the_full_range_detector_finds(detector, name, where, step_vouch, monkeypatch):
     from memeindex.faces import detector as detector_module
 
-    rgb = shared_meme(name)
-    h, w = rgb.shape[:2]
-    faces = detector.detect(rgb)
-    assert len(faces) == 1, [f.box for f in faces]
-    cx, cy = (faces[0].box[0] + faces[0].box[2]) / 2 / w, (faces[0].box[1] + faces[0].box[3]) / 2 / h
-    assert where[0] <= cx <= where[2] and where[1] <= cy <= where[3], (cx, cy)
-    assert np.isfinite(faces[0].blendshapes).all()
+    rgb, face = the_meme_face(detector, name, where)
+    assert np.isfinite(face.blendshapes).all()
     monkeypatch.setattr(detector_module, step_vouch, 1.1)  # no vouch can pass: the rounds before find nothing
     with FaceDetector(Settings.from_env(models_dir=MODELS)) as without:
         assert without.detect(rgb) == []
