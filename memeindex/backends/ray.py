@@ -79,6 +79,7 @@ class RayBackend:
         in_flight: dict = {}  # object ref -> (task, actor index, order submitted)
         head_since = [0.0] * len(actors)  # when the file now running on each actor started
         order, deaths = 0, 0
+        suspects: set[str] = set()  # files an actor died holding with another: each runs alone from then on
 
         def queued(i):
             return sorted((v[2], obj) for obj, v in in_flight.items() if v[1] == i)
@@ -94,6 +95,9 @@ class RayBackend:
             while pending or in_flight:
                 for i in range(len(actors)):
                     while pending and len(queued(i)) < IN_FLIGHT_PER_ACTOR:
+                        if queued(i) and (pending[0].rel in suspects
+                                          or any(in_flight[obj][0].rel in suspects for _, obj in queued(i))):
+                            break  # a suspect runs alone
                         task = pending.popleft()
                         try:
                             data, ref = read_file(self.root / task.rel, task, self.settings.max_file_bytes)
@@ -118,11 +122,30 @@ class RayBackend:
                     try:
                         rows = ray.get(obj)
                     except ray.exceptions.RayActorError as exc:
-                        head = in_flight.pop(queued(i)[0][1])[0]  # the file the actor was running
                         deaths += 1
                         if deaths > 4 * len(actors) + 4:
                             raise WorkerFailed("Ray workers keep dying") from exc
-                        yield self._failed(head, f"the worker analysing it died ({type(exc).__name__})", by_run=True)
+                        # The actor ran its files in order: keep the rows of those it finished (not collected yet),
+                        # blame the file it died on. Every ref of a dead actor resolves at once: these gets cannot
+                        # wait. A file finished a moment before the death can lose its reply too, so with two
+                        # unfinished the culprit is unknown: both go back and run alone, where a death is their own.
+                        unfinished = []
+                        for _, earlier in queued(i):
+                            try:
+                                rows = ray.get(earlier)
+                            except ray.exceptions.RayActorError:
+                                unfinished.append(in_flight.pop(earlier)[0])
+                                continue
+                            except ray.exceptions.RayError as err:
+                                rows = self._failed(in_flight[earlier][0], f"{type(err).__name__}: {err}", by_run=True)
+                            in_flight.pop(earlier)
+                            yield rows
+                        if len(unfinished) == 1:
+                            yield self._failed(unfinished[0], f"the worker analysing it died ({type(exc).__name__})",
+                                               by_run=True)
+                        else:
+                            suspects.update(t.rel for t in unfinished)
+                            pending.extendleft(reversed(unfinished))
                         replace(i)
                         continue
                     except ray.exceptions.RayError as exc:
