@@ -173,9 +173,10 @@ def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np
     rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     keep = (rows != ids) & (ids >= 0)
     rows, ids, sims = rows[keep], ids[keep].astype(np.int64), sims[keep]
-    # An approximate search may see a pair from one side only: both sides count, each pair once.
+    # An approximate search may see a pair from one side only: both sides count, each pair once. One integer key per
+    # pair (hi < n) sorts as the (lo, hi) rows do, without numpy's slow row-wise unique (8x at millions of pairs).
     lo, hi = np.minimum(rows, ids), np.maximum(rows, ids)
-    first = np.unique(np.stack([lo, hi], 1), axis=0, return_index=True)[1] if len(lo) else np.zeros(0, np.int64)
+    first = np.unique(lo * n + hi, return_index=True)[1]
     return lo[first], hi[first], np.sqrt(np.maximum(2.0 - 2.0 * sims[first], 0.0))
 
 
