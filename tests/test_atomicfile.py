@@ -25,7 +25,8 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert dest.read_text() == "newer\n" and not own.exists()
 
 
-def _dead_pid() -> int:
+def dead_pid() -> int:
+    """A PID no process has: a child's, once reaped (the other tests that plant a killed writer's temp use it)."""
     import subprocess
     import sys
 
@@ -40,7 +41,7 @@ def test_temps_of_killed_writers_are_swept_and_a_live_writers_kept(tmp_path):
 
     from memeindex.atomicfile import STALE_AFTER_S, remove_stale_temps
 
-    dead = tmp_path / f".face_landmarker.task.tmp{_dead_pid()}"
+    dead = tmp_path / f".face_landmarker.task.tmp{dead_pid()}"
     live = tmp_path / f".sheet.png.tmp{os.getppid()}"
     old = tmp_path / f".other.bin.tmp{os.getppid()}"
     unrelated = tmp_path / ".notes.tmp"
@@ -52,7 +53,7 @@ def test_temps_of_killed_writers_are_swept_and_a_live_writers_kept(tmp_path):
     assert live.exists() and unrelated.exists()
 
     sheet = tmp_path / "sheet.png"
-    left = tmp_path / f".sheet.png.tmp{_dead_pid()}"  # a query --sheet killed mid-write
+    left = tmp_path / f".sheet.png.tmp{dead_pid()}"  # a query --sheet killed mid-write
     left.write_bytes(b"half")
     with replacing(sheet) as tmp:
         tmp.write_bytes(b"png")

@@ -418,10 +418,11 @@ def test_url_list_names_and_stale_temp_files(tmp_path):
     with pytest.raises(Exception, match="holds no URL"):
         dl.read_url_list(write_list(tmp_path / "empty.txt", ["# nothing"]))
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    from test_atomicfile import dead_pid
+
     dest = tmp_path / "d"
     dest.mkdir()
-    (dest / f".001-x.part-{dead.stdout.strip()}").write_bytes(b"half")  # left by a killed run
+    (dest / f".001-x.part-{dead_pid()}").write_bytes(b"half")  # left by a killed run
     (dest / f".002-y.part-{os.getppid()}").write_bytes(b"live")  # a running process's
     reused = dest / f".003-z.part-{os.getppid()}"  # a running PID, but too old to be its: PIDs are reused
     reused.write_bytes(b"old")

@@ -64,10 +64,10 @@ def test_fetch_verifies_and_places(tmp_path, monkeypatch):
 
 
 def test_fetch_removes_the_temp_file_of_a_killed_fetch(tmp_path):
-    from test_atomicfile import _dead_pid
+    from test_atomicfile import dead_pid
 
     shutil.copy(REAL, tmp_path / REAL.name)  # in place: the fetch has nothing to download
-    left = tmp_path / f".{REAL.name}.tmp{_dead_pid()}"  # what kill -9 mid-download leaves
+    left = tmp_path / f".{REAL.name}.tmp{dead_pid()}"  # what kill -9 mid-download leaves
     left.write_bytes(b"half a model")
     models.fetch(models.FACE_LANDMARKER, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [REAL.name]

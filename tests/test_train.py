@@ -106,8 +106,9 @@ def test_training_summary_is_written_through_atomicfile(tmp_path):
 
     model = tmp_path / "expression-vX.tflite"
     model.write_bytes(b"flatbuffer")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftover = tmp_path / f".expression-vX.train.json.tmp{int(dead.stdout)}"
+    from test_atomicfile import dead_pid
+
+    leftover = tmp_path / f".expression-vX.train.json.tmp{dead_pid()}"
     leftover.write_text("half")
     out = write_summary(model, {"epochs": 3})
     want = {"model": model.name, "bytes": 10, "sha256": hashlib.sha256(b"flatbuffer").hexdigest(), "epochs": 3}
