@@ -80,15 +80,14 @@ def test_follow_keeps_the_main_face():
     assert follow([], small.box) == (None, False)
 
 
-def test_a_video_is_known_by_its_first_bytes_whatever_its_name(tmp_path, tmp_path_factory):
+def test_a_video_is_known_by_its_first_bytes_whatever_its_name(tmp_path, searcher):
     from click.testing import CliRunner
 
     from memeindex.cli import main
     from memeindex.scan import fingerprint
 
     clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.5)]).rename(tmp_path / "clip.jpg")
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")  # the searcher's index
-    result = CliRunner().invoke(main, ["query", str(clip), "--index", str(index_dir), "--json"])
+    result = CliRunner().invoke(main, ["query", str(clip), "--index", str(searcher.index_dir.path), "--json"])
     assert result.exit_code == 0, result.output
     segments = json.loads(result.stdout)
     assert len(segments) == 1 and segments[0]["matches"][0]["path"].startswith("grace")

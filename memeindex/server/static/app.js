@@ -172,7 +172,7 @@ function render(list) {
     }));
     // `variants` lists the first few of the template's other files; `variants_total` counts them all.
     const variants = m.variants || [];
-    const total = Math.max(m.variants_total || 0, variants.length);
+    const total = m.variants_total;  // the API's MatchOut: always there, never below variants.length
     li.querySelector(".variants").textContent = total
       ? `+${total} variant${total > 1 ? "s" : ""} of this meme` : "";
     li.querySelector(".variants").title = variants.map((v) => v.path).join("\n") +
