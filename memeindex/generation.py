@@ -160,6 +160,18 @@ class ImageRow:
     run_failures: int = 0
 
 
+# How many builds in a row a file is analysed when each time the run, not the file, makes it fail: a file that
+# runs past the time limit or kills its worker on every try stops costing each nightly build a worker and a
+# time limit after this many; `retry_failed` tries it again whenever asked.
+RUN_FAILURE_RETRIES = 3
+
+
+def retries_unasked(status: str, run_failures: int) -> bool:
+    """Whether the next build analyses a row again without `retry_failed`: the run, not the file, made it fail,
+    fewer than RUN_FAILURE_RETRIES builds in a row (the plan retries these; `memeindex check` counts them)."""
+    return status == "failed" and 0 < run_failures < RUN_FAILURE_RETRIES
+
+
 @dataclass
 class FaceRow:
     path: str
@@ -783,8 +795,6 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
             continue
         if name == IMAGES_FILE:
             images, report.images = table, table.num_rows
-            from .plan import retries_unasked  # plan imports this module
-
             report.to_retry = sum(map(retries_unasked, table.column("status").to_pylist(),
                                       table.column("run_failures").to_pylist()))
         else:

@@ -4,7 +4,7 @@ Incremental: a file whose size and mtime are unchanged keeps its rows untouched;
 hashed, and content seen before (a rename, a copy, a touched file, a checkpoint of a killed build) reuses its
 rows; only truly new content is analyzed. Files with no face and files that failed are remembered too, except
 that a file an older detector found no face in is analysed again, and so is a file the run rather than the file
-made fail (the time limit, a dead worker: plan.RUN_FAILURE_RETRIES), or every failed file with `retry_failed`.
+made fail (the time limit, a dead worker: generation.RUN_FAILURE_RETRIES), or every failed file with `retry_failed`.
 The scan, the plan, checkpoints, the lock and the publish stay here (the driver) whatever the backend.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ unit tests run it on fakes. Rules, per scanned file:
 - same path, same size and mtime as a known row: **keep** it (its face rows stay), unless it is a `noface` row
   made by another detector version: then **analyze** it again (`redetect`), as a newer detector may find a face;
   or a `failed` row to retry (`retried`): a failure of the run (the per-file time limit, a worker that died, no
-  memory), fewer than RUN_FAILURE_RETRIES times in a row, or any failure when the caller asks (`retry_failed`,
+  memory), fewer than generation.RUN_FAILURE_RETRIES times in a row, or any failure when the caller asks (`retry_failed`,
   e.g. after installing a decoder); a failure of the file itself (a broken JPEG) stays failed, build after build;
   a kept row without a perceptual hash (made before they existed) is also listed in **rehash**;
 - otherwise fingerprint it: unreadable -> **skipped** (with the reason; its known row, if any, is kept as it
@@ -27,12 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from .generation import ImageRow
-
-# How many builds in a row a file is analysed when each time the run, not the file, makes it fail: a file that
-# runs past the time limit or kills its worker on every try stops costing each nightly build a worker and a
-# time limit after this many; `retry_failed` tries it again whenever asked.
-RUN_FAILURE_RETRIES = 3
+from .generation import ImageRow, retries_unasked
 
 
 @dataclass(frozen=True)
@@ -90,14 +85,6 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
         if row.sha256 not in by_sha or _redo(by_sha[row.sha256], detector, retry_failed) is not None:
             by_sha[row.sha256] = row  # a settled row of the content wins over one that would be analysed again
     out = Plan()
-
-    def analyze(f: Scanned, sha256: str, source: ImageRow | None) -> None:
-        redo = _redo(source, detector, retry_failed) if source is not None else None
-        out.analyze.append(Task(f.rel, sha256, f.size, f.mtime_ns,
-                                run_failures=source.run_failures if redo == "retry" and not retry_failed else 0))
-        out.redetect += redo == "redetect"
-        out.retried += redo == "retry"
-
     for f in scanned:
         old = known_by_path.get(f.rel)
         if old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns:
@@ -121,8 +108,12 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
                 continue
             sha256 = fp.sha256
         source = by_sha.get(sha256)
-        if source is None or _redo(source, detector, retry_failed) is not None:
-            analyze(f, sha256, source)
+        redo = _redo(source, detector, retry_failed) if source is not None else None
+        if source is None or redo is not None:
+            out.analyze.append(Task(f.rel, sha256, f.size, f.mtime_ns,
+                                    run_failures=source.run_failures if redo == "retry" and not retry_failed else 0))
+            out.redetect += redo == "redetect"
+            out.retried += redo == "retry"
         else:
             out.reuse.append(ImageRow(f.rel, sha256, f.size, f.mtime_ns, source.status, source.faces,
                                       source.reason, source.phash, source.template, source.detector,
@@ -153,9 +144,3 @@ def _redo(row: ImageRow, detector: str, retry_failed: bool) -> str | None:
     if row.status == "failed" and (retry_failed or retries_unasked(row.status, row.run_failures)):
         return "retry"
     return None
-
-
-def retries_unasked(status: str, run_failures: int) -> bool:
-    """Whether the next build analyses a row again without `retry_failed`: the run, not the file, made it fail,
-    fewer than RUN_FAILURE_RETRIES builds in a row (`memeindex check` counts these too)."""
-    return status == "failed" and 0 < run_failures < RUN_FAILURE_RETRIES

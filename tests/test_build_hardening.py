@@ -236,7 +236,7 @@ def test_check_passes_a_good_index_and_names_the_damage(tmp_path, two):
 
 
 def test_check_says_how_many_failed_files_the_next_build_retries(tmp_path, two):
-    from memeindex.plan import RUN_FAILURE_RETRIES
+    from memeindex.generation import RUN_FAILURE_RETRIES
 
     index = tmp_path / "index"
     run("build", two, "--index", index, "--backend", "inprocess")

@@ -1,8 +1,8 @@
 """plan(): mark and sweep on fakes (no model, no files)."""
 import pytest
 
-from memeindex.generation import ImageRow
-from memeindex.plan import RUN_FAILURE_RETRIES, Fingerprint, Scanned, plan
+from memeindex.generation import RUN_FAILURE_RETRIES, ImageRow
+from memeindex.plan import Fingerprint, Scanned, plan
 
 D = "det-2"
 
