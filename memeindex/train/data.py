@@ -158,8 +158,8 @@ def extract(name: str, paths: list[Path], cache: Path, settings: Settings, worke
                   "gray48": np.array([f[3] for f in found], np.uint8).reshape(-1, CROP, CROP),
                   "shapes": np.array([f[4] for f in found], np.float32).reshape(-1, 52)}
         out.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(out, out.with_name(out.name + f".tmp{os.getpid()}.npz")) as tmp:  # savez adds .npz otherwise
-            np.savez(tmp, **arrays)
+        with replacing(out) as tmp, open(tmp, "wb") as f:  # to a file object savez adds no ".npz" to the name
+            np.savez(f, **arrays)
         log.info("%s: %d faces in %d images -> %s", name, len(found), len(paths), out)
     z = np.load(out)
     return {k: z[k] for k in z.files} | {"key": key, "file": out, "paths": list(paths)}
@@ -226,8 +226,9 @@ def extract_v1(dataset: Path, out: Path, settings: Settings, workers: int = 2, u
             if ok:
                 found[i], crop[i], shapes[i], matrix[i] = True, c, s, m
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, path=np.array([r["path"] for r in rows]), found=found, crop=crop, shapes=shapes,
-                        matrix=matrix, raw=raw)
+    with replacing(out) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, path=np.array([r["path"] for r in rows]), found=found, crop=crop, shapes=shapes,
+                            matrix=matrix, raw=raw)
 
 
 def extract_v1_caches(data: Path, cache: Path, settings: Settings, workers: int) -> None:

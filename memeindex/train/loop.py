@@ -146,8 +146,8 @@ def _branches(faces: dict, runner: FaceApiRunner, crop_name: str, v1, cache: Pat
     feat_m, logits_m = runner(rgb[:, :, ::-1])
     out = {"v1": v1.embed_inputs(faces["gray48"], faces["shapes"]), "feat": feat, "logits": logits,
            "feat_m": feat_m, "logits_m": logits_m}
-    with replacing(path, path.with_name(path.name + f".tmp{os.getpid()}.npz")) as tmp:  # savez adds .npz otherwise
-        np.savez(tmp, **out)
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # to a file object savez adds no ".npz" to the name
+        np.savez(f, **out)
     return out
 
 
