@@ -7,7 +7,8 @@ Runs memeindex.faces.FaceDetector (one inference thread, so a model run's CPU ti
 on every frame memeindex.images.decode gives, and books each model run (detector, full-range, mesh, blendshapes)
 to the round it belongs to: `first` (the full frame, what the plain Face Landmarker does), `pad` (close-up),
 `detector-tiles` (panels, quarters), `full-frame` and `full-tiles` (the full-range detector), `turned` (the turned
-mesh retry), `rescue` (the last resort for a frame without a face), `vouch-rescue` (detector 4's very last look);
+mesh retry), `rescue` (the last resort for a frame without a face), `vouch-rescue` (detector 4's very last look),
+`vouch-doubted` (detector 5's: strong boxes the mesh doubts);
 the full-range vouch on a box's own crop is booked to the round that asked for it; `agree` counts the faces the
 detector agreement adds. A profiling aid, not a test: it wraps the detector's private methods, so it follows
 memeindex/faces/detector.py and may need a touch when that changes.
@@ -65,9 +66,7 @@ def main(argv=None) -> int:
         cur.update(cpu=0.0, faces=len(seen.faces))
 
     region, confirm = det_mod.FaceDetector._detect_region, det_mod.FaceDetector._confirm
-    retry, agree = det_mod.FaceDetector._turned_retry, det_mod.FaceDetector._agree
-    rescue, vouch, vouch_rescue = (det_mod.FaceDetector._rescue, det_mod.FaceDetector._vouch,
-                                   det_mod.FaceDetector._vouch_rescue)
+    agree, vouch = det_mod.FaceDetector._agree, det_mod.FaceDetector._vouch
 
     def _detect_region(self, pyr, x0, y0, x1, y1, value=0, min_score=None, model="detector", weak=None):
         whole = (x0, y0, x1, y1) == (0, 0, *cur["size"])
@@ -82,17 +81,14 @@ def main(argv=None) -> int:
         book(seen)
         return added
 
-    def _turned_retry(self, pyr, seen):
-        cur["round"] = "turned"
-        added = retry(self, pyr, seen)
-        book(seen)
-        return added
-
-    def _rescue(self, pyr, seen, weak, w, h):
-        cur["round"] = "rescue"
-        added = rescue(self, pyr, seen, weak, w, h)
-        book(seen)
-        return added
+    def last_look(name: str, step):
+        """A round the detector runs as one method (the looks after the regions): booked under `name`."""
+        def wrapper(self, pyr, seen, *a):
+            cur["round"] = name
+            added = step(self, pyr, seen, *a)
+            book(seen)
+            return added
+        return wrapper
 
     def _vouch(self, pyr, seen, box):
         asking = cur["round"]  # the vouch's own detector run belongs to the round that asks for it
@@ -100,12 +96,6 @@ def main(argv=None) -> int:
             return vouch(self, pyr, seen, box)
         finally:
             cur["round"] = asking
-
-    def _vouch_rescue(self, pyr, seen, weak, w, h):
-        cur["round"] = "vouch-rescue"
-        added = vouch_rescue(self, pyr, seen, weak, w, h)
-        book(seen)
-        return added
 
     def _agree(self, seen):
         added = agree(self, seen)
@@ -115,11 +105,11 @@ def main(argv=None) -> int:
 
     det_mod.FaceDetector._detect_region = _detect_region
     det_mod.FaceDetector._confirm = _confirm
-    det_mod.FaceDetector._turned_retry = _turned_retry
     det_mod.FaceDetector._agree = _agree
-    det_mod.FaceDetector._rescue = _rescue
     det_mod.FaceDetector._vouch = _vouch
-    det_mod.FaceDetector._vouch_rescue = _vouch_rescue
+    for name, method in (("turned", "_turned_retry"), ("rescue", "_rescue"), ("vouch-rescue", "_vouch_rescue"),
+                         ("vouch-doubted", "_vouch_doubted")):
+        setattr(det_mod.FaceDetector, method, last_look(name, getattr(det_mod.FaceDetector, method)))
 
     frames = 0
     for path in files:
