@@ -29,22 +29,6 @@ FERPLUS = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "c
 MEME_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 
 
-def detector_version() -> str:
-    """The detector's declared version, or (before it declared one) a hash of its source code."""
-    from .. import faces
-
-    declared = getattr(faces, "DETECTOR_VERSION", None)
-    if declared:
-        return str(declared)
-    root = Path(faces.__file__).resolve().parent
-    files = sorted(root.glob("faces/*.py")) + sorted(root.glob("faces.py")) + sorted(root.glob("regions.py")) + \
-        sorted(root.glob("facemodels.py"))
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return "src-" + h.hexdigest()[:16]
-
-
 def file_sha256(path: Path) -> str:
     from ..models import sha256_file
 
@@ -137,7 +121,9 @@ def extract(name: str, paths: list[Path], cache: Path, settings: Settings, worke
             all_faces: bool = False) -> dict:
     """Faces of `paths`, cached in cache/NAME-KEY.npz: image [m] (index into paths), box [m,4],
     landmarks [m,478,3], gray48 [m,48,48] uint8 (v1's input), shapes [m,52]; plus `key` and `paths`."""
-    key_src = json.dumps({"detector": detector_version(), "crop_code": CROP_CODE_VERSION, "all_faces": all_faces,
+    from ..faces import detector_id
+
+    key_src = json.dumps({"detector": detector_id(settings), "crop_code": CROP_CODE_VERSION, "all_faces": all_faces,
                           "paths": [cache_name(p) for p in paths]})
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     out = Path(cache) / f"{name}-{key}.npz"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomicfile import replacing
+from ..faces import detector_id
 from ..settings import Settings
 from . import augment as A
 from . import data as D
@@ -323,7 +324,7 @@ def train_v2(config: V2Config, settings: Settings) -> Result:
                  "muxspace_index_sha256": D.file_sha256(expressions / "muxspace" / "index.csv"),
                  "faceapi_shard_sha256": model.FACEAPI_SHARD_SHA256, "expression_v1_sha256": v1_model.sha256,
                  "caches": {k: Path(v["file"]).name for k, v in (("val", val), *unlabelled.items())},
-                 "detector": D.detector_version(), "crop_code": D.CROP_CODE_VERSION},
+                 "detector": detector_id(settings), "crop_code": D.CROP_CODE_VERSION},
         "environment": export.environment(), "minutes": round((time.time() - t0) / 60, 1),
     }
     summary_path = export.write_summary(path, summary)
