@@ -158,6 +158,8 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
     tasks = work.analyze + work.rehash
     kept = {r.path: r for r in work.keep} if work.rehash else {}
     rehash = {t.rel for t in work.rehash}
+    # A worker marks the run's failure of a file as 1; the builds in a row before it are the plan's (Task).
+    earlier_run_failures = {t.rel: t.run_failures for t in work.analyze if t.run_failures}
     bar = tqdm(total=len(tasks), desc="indexing", unit="img", disable=not progress or not tasks, leave=False)
     try:
         for rows in backend.analyze(tasks):
@@ -168,6 +170,8 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
                     row.phash = rows.image.phash
                 continue
             summary.indexed += 1
+            if rows.image.run_failures:
+                rows.image.run_failures += earlier_run_failures.get(rows.image.path, 0)
             if rows.image.status == "failed":
                 summary.failed_now += 1
                 log.warning("skipping %s: %s", gen.shown_path(rows.image.path), rows.image.reason)

@@ -54,7 +54,7 @@ class Task:
     size: int
     mtime_ns: int
     phash_only: bool = False  # a kept file indexed before pHashes existed: only its first frame's hash is wanted
-    run_failures: int = 0  # a retried file's failures of the run so far: one more if the run fails it again
+    run_failures: int = 0  # a retried file's failures of the run so far: the build adds them if the run fails it again
 
 
 @dataclass

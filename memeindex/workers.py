@@ -53,12 +53,11 @@ class Analysis:
             return self.failed(task, f"cannot read: {exc.strerror or exc}", by_run=True)
         except MemeIndexError as exc:  # over the size limit
             return self.failed(task, str(exc))
-        return self.run_bytes(ref, data, task.phash_only, task.run_failures)
+        return self.run_bytes(ref, data, task.phash_only)
 
-    def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False, run_failures: int = 0) -> FileRows:
+    def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False) -> FileRows:
         """The rows of the file whose bytes are `data`; with `phash_only`, an image row carrying only the first
-        frame's perceptual hash (no face is looked for). `run_failures`: the task's (counted on if memory runs
-        out)."""
+        frame's perceptual hash (no face is looked for)."""
         phash = ""
         try:
             frames = self.analyzer.frames(data)
@@ -69,7 +68,7 @@ class Analysis:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
         except MemoryError:  # the machine's state, not the file's (the file's own size limits are MemeIndexErrors)
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason="out of memory",
-                             run_failures=run_failures + 1)
+                             run_failures=1)
         except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)
             return file_rows(ref, model_id=self.model_id, detector=self.detector,
                              reason=f"{type(exc).__name__}: {exc}")
@@ -93,10 +92,10 @@ def inference_threads(processes: int) -> int:
 
 
 def failed_rows(task: Task, reason: str, model_id: str, detector: str, by_run: bool = False) -> FileRows:
-    """The rows of a task that failed; `by_run`: the run made it fail, not the file (the next builds retry it)."""
+    """The rows of a task that failed; `by_run`: the run made it fail, not the file (the next builds retry it). A
+    worker marks this run's failure as 1; the builds in a row before it are the driver's to add (indexer._analyze)."""
     ref = FileRef(task.rel, task.sha256, task.size, task.mtime_ns)
-    return file_rows(ref, model_id=model_id, detector=detector, reason=reason,
-                     run_failures=task.run_failures + 1 if by_run else 0)
+    return file_rows(ref, model_id=model_id, detector=detector, reason=reason, run_failures=int(by_run))
 
 
 def read_file(path: Path, task: Task, max_bytes: int) -> tuple[bytes, FileRef]:

@@ -53,10 +53,10 @@ def test_an_actor_dying_mid_file_fails_that_file_alone_and_the_next_build_retrie
     analyzer = ray_backend._Analyzer
 
     class DiesOnDoomed(analyzer):  # a local class: Ray ships it to the actors by value
-        def run(self, ref, data, phash_only, run_failures=0):
+        def run(self, ref, data, phash_only):
             if ref.rel == "doomed.jpg":
                 os._exit(1)  # the actor process dies holding this file, as an OOM kill or a native crash would
-            return analyzer.run(self, ref, data, phash_only, run_failures)
+            return analyzer.run(self, ref, data, phash_only)
 
     monkeypatch.setattr(ray_backend, "_Analyzer", DiesOnDoomed)
     local, ray = tmp_path / "local", tmp_path / "ray"

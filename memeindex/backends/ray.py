@@ -33,8 +33,8 @@ class _Analyzer:
         silence_native_stderr()
         self.analysis = Analysis(settings)
 
-    def run(self, ref, data: bytes, phash_only: bool, run_failures: int = 0) -> FileRows:
-        return self.analysis.run_bytes(ref, data, phash_only, run_failures)
+    def run(self, ref, data: bytes, phash_only: bool) -> FileRows:
+        return self.analysis.run_bytes(ref, data, phash_only)
 
 
 class RayBackend:
@@ -110,7 +110,7 @@ class RayBackend:
                         if not queued(i):
                             head_since[i] = time.monotonic()
                         order += 1
-                        running = actors[i].run.remote(ref, data, task.phash_only, task.run_failures)
+                        running = actors[i].run.remote(ref, data, task.phash_only)
                         in_flight[running] = (task, i, order)
                 if not in_flight:
                     continue
