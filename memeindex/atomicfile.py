@@ -17,7 +17,7 @@ from typing import Iterator
 # A temp file whose writer still runs is left alone, unless it is older than this: by then its PID may well belong
 # to another process (PIDs are reused), and no whole-file write of memeindex takes that long.
 STALE_AFTER_S = 3600.0
-_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
+TEMP_MARKER = ".tmp"  # `.NAME{marker}PID`; a folder with clean-up of its own may name its temps with another marker
 
 
 def temp_beside(dest: Path) -> Path:
@@ -27,17 +27,18 @@ def temp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.tmp{os.getpid()}")
 
 
-def temp_glob(name: str | None = None) -> str:
-    """The glob matching `temp_beside`'s temp files: of the file `name`, or of any file."""
-    return f".{glob.escape(name) if name is not None else '*'}.tmp[0-9]*"
+def temp_glob(name: str | None = None, marker: str = TEMP_MARKER) -> str:
+    """The glob matching `temp_beside`'s temp files (or those named with `marker`): of the file `name`, or of any."""
+    return f".{glob.escape(name) if name is not None else '*'}{glob.escape(marker)}[0-9]*"
 
 
-def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
-    """Remove the temp files (of the file `name`, or of any) that a killed writer left in `folder`: those whose PID
-    is not a running process, or older than STALE_AFTER_S. Returns what it removed."""
+def remove_stale_temps(folder: Path, name: str | None = None, marker: str = TEMP_MARKER) -> list[Path]:
+    """Remove the temp files (of the file `name`, or of any; named with `marker`) that a killed writer left in
+    `folder`: those whose PID is not a running process, or older than STALE_AFTER_S. Returns what it removed."""
     removed = []
-    for path in Path(folder).glob(temp_glob(name)):
-        match = _TEMP_NAME.match(path.name)
+    temp_name = re.compile(r"^\..+" + re.escape(marker) + r"(\d+)$")
+    for path in Path(folder).glob(temp_glob(name, marker)):
+        match = temp_name.match(path.name)
         if match is None or not path.is_file() or not is_stale(path, int(match.group(1))):
             continue
         path.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import __version__, formats
-from .atomicfile import is_stale, replacing
+from .atomicfile import remove_stale_temps, replacing
 from .errors import BadUrlList, DownloadFailed, ImageTooLarge, NotAnImage, SourceUnreachable
 from .models import sha256_file
 from .settings import Settings
@@ -583,9 +583,5 @@ def _write_index(dest: Path, rows: dict[str, dict]) -> None:
 def _remove_stale_parts(dest: Path) -> None:
     """Temp files a killed run left behind (atomicfile's rule: its process is gone, or the file is so old that
     its PID may belong to another process); a live run's are left alone."""
-    for path in dest.glob(f".*{_PART}*"):
-        pid = path.name.rsplit(_PART, 1)[1]
-        if not pid.isdigit() or not is_stale(path, int(pid)):
-            continue
-        path.unlink(missing_ok=True)
+    for path in remove_stale_temps(dest, marker=_PART):
         log.info("removed %s, left by an interrupted download", path.name)
