@@ -29,7 +29,8 @@ animals count as none and are noted `animal`). `notes` says turned, tilted, smal
 `clean` is test + test2 (208 memes): report on it. It has been measured four times, each once a detector's policy
 was fixed on `dev`: after detectors 2, 3, 4 and 5 (`--ref 7dc4f4a` is detector 3, `--ref 6f14200` detector 4). Nothing
 was tuned on it, but four looks at one split make it less clean than it was; every shared meme is labelled now, so a
-later detector wants memes from outside ../shared to be measured cleanly.
+later detector wants memes from outside ../shared to be measured cleanly: scripts/fresh_memes.py fetches 16 (see its
+help), labelled in scripts/data/fresh_labels.csv (`--memes DEST --labels scripts/data/fresh_labels.csv --split all`).
 
 Detectors compared, each on the first frame of every file as memeindex.images.decode gives it:
 - plain: one MediaPipe FaceLandmarker call on the whole image (num_faces=8, default confidences);
