@@ -117,7 +117,7 @@ def build(images_dir, index_dir, rebuild, retry_failed, workers, progress, backe
 def query(image, k, face, sheet, index_dir, as_json):
     """The memes whose faces make the expression of the face in IMAGE (a photo or a video)."""
     from .quiet import native_stderr_filtered
-    from .video import is_video
+    from .formats import is_video
 
     settings = Settings.from_env()
     if is_video(image):

@@ -1,6 +1,6 @@
 """Which files are images: the first bytes of every format the decoder reads (Pillow + pillow-heif), and the
-extensions that name them; and which are videos by their first bytes. The one owner of that fact: the scan (what a
-build counts as an image), the downloader (what a server's answer really is) and a query (photo or video) ask here.
+extensions that name them; and which are videos, by the same two rules. The one owner of that fact: the scan (what
+a build counts as an image), the downloader (what a server's answer really is) and a query (photo or video) ask here.
 No heavy imports: the scan runs before any model.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".heic", ".heif",
     ".avif", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".jp2", ".j2k", ".qoi", ".dds", ".icns",
     ".pcx", ".sgi", ".xbm", ".apng"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v"})
 HEAD_BYTES = 32  # enough of a file's start for every signature above
 
 
@@ -58,3 +59,22 @@ def looks_like_image(head: bytes, name: str) -> bool:
     if sniff(head) is not None:
         return True
     return sniff_video(head) is None and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def looks_like_video(head: bytes, name: str) -> bool:
+    """A video signature in the first bytes (an MP4 named .jpg is one), or a video extension unless the first bytes
+    are an image's (a PNG named .mp4 is not one)."""
+    if sniff_video(head) is not None:
+        return True
+    return sniff(head) is None and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether the file at `path` is a video (looks_like_video of its first bytes); one that cannot be read is judged
+    by its extension alone (the query then says why it cannot read it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        head = b""
+    return looks_like_video(head, os.fspath(path))

@@ -17,8 +17,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v"})
-
 
 @dataclass
 class Segment:
@@ -41,23 +39,6 @@ class _Sample:
     vector: np.ndarray
     noise: bool = False  # part of a too-short segment: keeps its time, no say in the expression
     blendshapes: np.ndarray | None = None  # the face's 52 scores: the traits a segment's matches share with it
-
-
-def is_video(path: str | Path) -> bool:
-    """Whether a query file is a video: its first bytes decide (an MP4 named .jpg is one, a PNG named .mp4 is
-    not); its extension only when they say nothing (a file that cannot be read: the query then says why)."""
-    from .formats import HEAD_BYTES, sniff, sniff_video
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-    except OSError:
-        head = b""
-    if sniff_video(head) is not None:
-        return True
-    if sniff(head) is not None:
-        return False
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def sample_frames(path: str | Path, fps: float = 4.0, max_side: int = 960, max_samples: int = 2400):

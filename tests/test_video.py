@@ -10,7 +10,8 @@ import pytest
 import media_fixtures as media
 from memeindex.cli import format_video
 from memeindex.errors import FileMissing, NoFace, NotAnImage
-from memeindex.video import Segment, follow, is_video, query_video
+from memeindex.formats import is_video
+from memeindex.video import Segment, follow, query_video
 
 pytest.importorskip("cv2")
 
@@ -95,10 +96,16 @@ def test_a_video_is_known_by_its_first_bytes_whatever_its_name(tmp_path, searche
     photo = tmp_path / "photo.mp4"
     photo.write_bytes(media.jpeg(media.grace()))
     assert not is_video(photo)  # a JPEG named .mp4 is a photo query
-    from memeindex.formats import sniff_video
+    from memeindex.formats import looks_like_image, looks_like_video, sniff_video
 
     webm, avi = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + bytes(23), b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(16)
     assert (sniff_video(webm), sniff_video(avi)) == ("mkv", "avi")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(24)
+    # One rule each way, first bytes before the name: never both an image and a video, a name only when they are mute
+    for head, name, video in [(webm, "a.jpg", True), (png, "a.mp4", False), (b"", "a.MKV", True),
+                              (bytes(32), "a.png", False), (bytes(32), "a.mov", True), (avi, "a.txt", True)]:
+        assert looks_like_video(head, name) is video, (head[:4], name)
+        assert not (video and looks_like_image(head, name))
 
 
 def test_a_video_query_given_only_an_index_opens_its_own_searcher(searcher, tmp_path):
