@@ -111,7 +111,7 @@ def build(images_dir, index_dir, rebuild, retry_failed, workers, progress, backe
 @click.option("--face", type=click.IntRange(min=1), default=None,
               help="Which query face, counted from 1 as the output counts them (default: the largest, 1).")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a contact sheet (PNG/JPEG) of a photo query; says where on stderr.")
+              help="Also write a contact sheet of a photo query (.png, .jpg or .webp); says where on stderr.")
 @INDEX
 @JSON
 def query(image, k, face, sheet, index_dir, as_json):
@@ -133,11 +133,13 @@ def query(image, k, face, sheet, index_dir, as_json):
     from .search import Searcher
 
     if sheet:
-        from .sheet import SUFFIXES
+        from .errors import SheetFormatUnknown
+        from .sheet import sheet_format
 
-        if sheet.suffix.lower() not in SUFFIXES:  # refuse before the work, not with a traceback after it
-            raise click.BadParameter(f"{sheet.name}: a contact sheet is saved as {', '.join(SUFFIXES)}",
-                                     param_hint="'--sheet'")
+        try:
+            sheet_format(sheet)  # refuse before the work, not after it
+        except SheetFormatUnknown as exc:
+            raise click.BadParameter(str(exc), param_hint="'--sheet'") from None
     with native_stderr_filtered():
         searcher = Searcher(index_dir, settings)
         try:

@@ -124,6 +124,12 @@ class BadUrlList(MemeIndexError):
     exit_code = 2
 
 
+class SheetFormatUnknown(MemeIndexError, ValueError):
+    """A contact sheet's out path has a suffix the sheet is not written as (sheet.SHEET_FORMATS)."""
+
+    exit_code = 2
+
+
 class CannotListen(MemeIndexError):
     """`memeindex serve` cannot listen on the host and port (in use, not an address of this machine, privileged)."""
 

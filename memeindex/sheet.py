@@ -9,14 +9,23 @@ from pathlib import Path
 import numpy as np
 
 from .atomicfile import replacing
-from .errors import MemeIndexError
+from .errors import MemeIndexError, SheetFormatUnknown
 from .images import decode
 
 log = logging.getLogger(__name__)
 
 QUERY_COLOUR, MATCH_COLOUR, WEAK_COLOUR, OTHER_COLOUR = (39, 174, 96), (255, 140, 0), (150, 150, 160), (190, 190, 190)
 PAD, CAPTION, COLUMNS = 14, 96, 6
-SUFFIXES = (".png", ".jpg", ".jpeg")  # what a contact sheet is saved as, by the out path's suffix
+# What a contact sheet is saved as, by the out path's suffix: the one list the CLI checks --sheet against.
+SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def sheet_format(out_path: str | Path) -> str:
+    """The Pillow format a sheet at `out_path` is written in (by its suffix). Raises SheetFormatUnknown."""
+    fmt = SHEET_FORMATS.get(Path(out_path).suffix.lower())
+    if fmt is None:
+        raise SheetFormatUnknown(f"{Path(out_path).name}: a contact sheet is saved as {', '.join(SHEET_FORMATS)}")
+    return fmt
 
 
 def _font(size: int):
@@ -76,13 +85,15 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
     """Draw `result` (a search.QueryResult for `source`: path, bytes or RGB array) as one picture at out_path.
 
     `searcher_or_root` finds the meme files: a Searcher (by meme id) or the indexed root folder (by path).
-    The format follows out_path's suffix (.png, .jpg, .webp). Returns out_path.
+    The format follows out_path's suffix (SHEET_FORMATS; another raises SheetFormatUnknown before any drawing).
+    Returns out_path.
     """
     from PIL import Image, ImageDraw
 
     from .cli import format_traits, format_variant_count  # the words people read have one owner
 
     out_path = Path(out_path)
+    fmt = sheet_format(out_path)  # the temp file's name cannot tell Pillow
     count = 1 + len(result.matches)
     columns = min(count, COLUMNS)
     rows = -(-count // columns)
@@ -112,9 +123,6 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         _caption(draw, x, y + cell, cell, lines)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = Image.registered_extensions().get(out_path.suffix.lower())  # the temp file's name cannot tell Pillow
-    if fmt is None:
-        raise ValueError(f"{out_path.name}: no image format has the suffix {out_path.suffix!r}")
     with replacing(out_path) as tmp:  # a killed query leaves the old sheet or none, never half of one
         (sheet.convert("RGB") if fmt == "JPEG" else sheet).save(tmp, fmt)
     log.info("wrote contact sheet %s (%d matches)", out_path, len(result.matches))

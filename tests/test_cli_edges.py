@@ -69,8 +69,10 @@ def test_sheet_says_where_it_wrote(tmp_path, index, grace_path):
     blocked.write_text("x")
     bad = run("query", grace_path, "--index", index, "--sheet", blocked / "out.png")
     assert bad.exit_code != 0 and "out.png" in bad.stderr and "Traceback" not in bad.output
-    unknown = run("query", grace_path, "--index", index, "--sheet", tmp_path / "out.txt")  # no such image format
-    assert unknown.exit_code == 2 and "out.txt" in unknown.stderr and not (tmp_path / "out.txt").exists()
+    # Pillow writes GIF, but a sheet is not saved as one (sheet.SHEET_FORMATS): refused before the search
+    unknown = run("query", grace_path, "--index", index, "--sheet", tmp_path / "out.gif")
+    assert unknown.exit_code == 2 and "out.gif" in unknown.stderr and ".webp" in unknown.stderr, unknown.output
+    assert not (tmp_path / "out.gif").exists()
 
 
 def test_video_with_sheet_fails_loudly_before_the_work(tmp_path, index):

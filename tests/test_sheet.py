@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import media_fixtures as media
-from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, WEAK_COLOUR, write_sheet
+from memeindex.errors import SheetFormatUnknown
+from memeindex.sheet import CAPTION, MATCH_COLOUR, PAD, QUERY_COLOUR, SHEET_FORMATS, WEAK_COLOUR, write_sheet
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -67,3 +68,14 @@ def test_a_sheet_is_replaced_whole_or_not_at_all(searcher, tmp_path, monkeypatch
     with pytest.raises(OSError):
         write_sheet(result, grace, searcher, out, cell=64)
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+
+
+def test_a_sheet_is_written_in_the_formats_it_lists_and_no_other(searcher, tmp_path):
+    grace = media.grace()
+    result = searcher.search(grace, k=1)
+    for suffix, fmt in SHEET_FORMATS.items():
+        out = write_sheet(result, grace, searcher, tmp_path / f"sheet{suffix.upper()}", cell=32)
+        assert Image.open(out).format == fmt
+    with pytest.raises(SheetFormatUnknown, match=r"\.png"):  # Pillow writes GIF; a sheet is not one of its formats
+        write_sheet(result, grace, searcher, tmp_path / "sheet.gif", cell=32)
+    assert not list(tmp_path.glob("*.gif")) and not list(tmp_path.glob(".*"))
