@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fakes import FAKE_MODEL_ID, write_fake_generation
 from memeindex import generation as gen
 from memeindex import vectors
 from memeindex.errors import IndexDamaged, IndexMismatch
@@ -24,16 +25,13 @@ class FakeFace:
 def _file(rel, n_faces, rng, dim=8, frames=(0,)):
     ref = FileRef(rel, f"{abs(hash(rel)):064x}"[:64], 100, 10**18)
     faces = [FakeFace(frames[i % len(frames)], (1, 2, 30 + i, 40 + i), rng, dim) for i in range(n_faces)]
-    return gen.file_rows(ref, faces, model_id="fake-v1", detector="d1", phash="0123456789abcdef")
+    return gen.file_rows(ref, faces, model_id=FAKE_MODEL_ID, detector="d1", phash="0123456789abcdef")
 
 
 def _generation(tmp_path, files, dim=8):
-    idx = IndexDir(tmp_path / "index")
-    faces = gen.sort_faces(gen.faces_table([f for r in files for f in r.faces], dim))
-    images = gen.sort_images(gen.images_table([r.image for r in files]))
-    index = vectors.build_index(gen.embeddings(faces), dim).index
-    gen.write_generation(idx, faces, images, index, model_id="fake-v1", dim=dim, detector="d1", root="/r")
-    return idx
+    write_fake_generation(tmp_path / "index", [r.image for r in files], [f for r in files for f in r.faces], dim,
+                          detector="d1")
+    return IndexDir(tmp_path / "index")
 
 
 def test_rows_of_one_file_number_faces_per_frame_and_agree():

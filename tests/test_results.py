@@ -154,9 +154,9 @@ def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
     import hashlib
     from types import SimpleNamespace
 
-    from memeindex import generation, vectors
+    from fakes import FAKE_MODEL_ID, write_fake_generation
     from memeindex.cli import VARIANTS_SHOWN, format_query
-    from memeindex.generation import FaceRow, ImageRow, IndexDir
+    from memeindex.generation import FaceRow, ImageRow
     from memeindex.search import VARIANTS_LISTED, QueryResult, Searcher
 
     dim, copies = 8, VARIANTS_LISTED + 5
@@ -167,13 +167,9 @@ def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
         template = "t-many" if i < copies else ""
         images.append(ImageRow(path, sha, 1, i, "faces", 1, "", "", template))
         faces.append(FaceRow(path, sha, 1, i, 0, 0, (0, 0, 9, 9), 0.9, np.zeros(52, np.float32),
-                             unit[0] if i < copies else unit[1], "fake-v1", template))
-    faces_t = generation.sort_faces(generation.faces_table(faces, dim))
-    built = vectors.build_index(generation.embeddings(faces_t), dim, "flat")
-    generation.write_generation(IndexDir(tmp_path / "index"), faces_t,
-                                generation.sort_images(generation.images_table(images)), built.index,
-                                model_id="fake-v1", dim=dim, root=str(tmp_path), **built.facts)
-    analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id="fake-v1", dim=dim), close=lambda: None)
+                             unit[0] if i < copies else unit[1], FAKE_MODEL_ID, template))
+    write_fake_generation(tmp_path / "index", images, faces, dim, root=str(tmp_path))
+    analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id=FAKE_MODEL_ID, dim=dim), close=lambda: None)
     searcher = Searcher(tmp_path / "index", Settings.from_env(), analyzer=analyzer)
     try:
         many, alone = searcher.search_vector(unit[0], k=2)
@@ -186,5 +182,5 @@ def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
                                                          )[:VARIANTS_LISTED]
     assert (alone.to_dict()["variants"], alone.to_dict()["variants_total"]) == ([], 0)
     query_face = SimpleNamespace(box=(0, 0, 9, 9), frame=0, score=0.9)
-    table = format_query(QueryResult([query_face], 0, [many, alone], "fake-v1", calibrated=False)).splitlines()
+    table = format_query(QueryResult([query_face], 0, [many, alone], FAKE_MODEL_ID, calibrated=False)).splitlines()
     assert f"+{copies - 1} variants" in table[2] and table[3].endswith(f"and {copies - 1 - VARIANTS_SHOWN} more")

@@ -133,7 +133,8 @@ def test_pinning_is_per_thread():
 def test_loaded_generation_holds_columns_not_rows(tmp_path):
     """Several faces per image, files without faces, a failed one, a template of three files and an odd name:
     every face maps back to its own file, id, template and variants."""
-    from memeindex.generation import FaceRow, ImageRow, IndexDir
+    from fakes import FAKE_MODEL_ID, write_fake_generation
+    from memeindex.generation import FaceRow, ImageRow
     from memeindex.search import LoadedGeneration
 
     dim, rng, faces, images = 8, np.random.default_rng(3), [], []
@@ -146,14 +147,10 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
         for f in range(n):
             v = rng.standard_normal(dim).astype(np.float32)
             faces.append(FaceRow(path, sha, 1, i, f % 2, f, (i, f, i + 10, f + 10), 0.9,
-                                 rng.random(52).astype(np.float32), v / np.linalg.norm(v), "fake-v1", template))
-    faces_t = generation.sort_faces(generation.faces_table(faces, dim))
-    built = vectors.build_index(generation.embeddings(faces_t), dim, "flat")
-    folder = generation.write_generation(IndexDir(tmp_path / "index"), faces_t,
-                                         generation.sort_images(generation.images_table(images)), built.index,
-                                         model_id="fake-v1", dim=dim, root="/r", **built.facts)
+                                 rng.random(52).astype(np.float32), v / np.linalg.norm(v), FAKE_MODEL_ID, template))
+    folder = write_fake_generation(tmp_path / "index", images, faces, dim)
 
-    g = LoadedGeneration(folder, "fake-v1", dim)
+    g = LoadedGeneration(folder, FAKE_MODEL_ID, dim)
     assert isinstance(g.face_file, np.ndarray) and len(g.face_file) == len(faces)
     rows = generation.Generation(folder).faces()
     for i, (path, sha, frame, box, shapes) in enumerate(zip(
@@ -166,7 +163,7 @@ def test_loaded_generation_holds_columns_not_rows(tmp_path):
     # A generation written before faces.rows existed: the same records, derived from faces.parquet at load.
     written = [g.face_row(i).tobytes() for i in range(len(faces))]
     (folder / generation.FACE_ROWS_FILE).unlink()
-    old = LoadedGeneration(folder, "fake-v1", dim)
+    old = LoadedGeneration(folder, FAKE_MODEL_ID, dim)
     assert [old.face_row(i).tobytes() for i in range(len(faces))] == written
     for img in images:
         if img.status != "failed":
