@@ -59,6 +59,16 @@ def main(verbose: int) -> None:
     _setup_logging(verbose)
 
 
+def _at_least_one(ctx, param, value):
+    """Fewer than one is a usage error (exit 2) naming what the user set: the option, or the variable it came from
+    (the library's own check names its argument, `workers=0`, which the user never typed)."""
+    if value is None or value >= 1:
+        return value
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        raise click.BadParameter(f"{value} is out of range: 1 or more", param_hint=param.envvar)
+    raise click.BadParameter(f"{value} is out of range: 1 or more", param_hint=f"'{param.opts[0]}'")
+
+
 def _check_index_type(ctx, param, value):
     """A typo in --index-type is a usage error (exit 2), found before the build starts."""
     if value is None:
@@ -77,11 +87,12 @@ def _check_index_type(ctx, param, value):
 @click.option("--retry-failed", is_flag=True,
               help="Analyse every file that failed again (e.g. after installing a HEIC decoder). Without it only "
               "files the run made fail (time limit, a worker that died) are retried.")
-@click.option("--workers", type=click.IntRange(min=1), envvar="MEMEINDEX_WORKERS",
+@click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", callback=_at_least_one,
               help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--backend", type=click.Choice(["pool", "inprocess", "ray"]), envvar="MEMEINDEX_BACKEND",
-              help="Where files are analysed: local processes (default), this process, or Ray.")
+              help="Where files are analysed: local processes (default), this process (inprocess: no per-file "
+              "time limit, a file that hangs the decoder hangs the build), or Ray.")
 @click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",
               help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
 @click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE", callback=_check_index_type,

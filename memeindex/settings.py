@@ -44,6 +44,16 @@ _AT_LEAST_ONE = frozenset({"workers", "max_pixels", "hard_max_pixels", "max_fram
 _FRACTIONS = frozenset({"min_face_score", "weak_score"})
 
 
+def _out_of_range(name: str, value) -> str | None:
+    """Why `value` is out of range for the setting `name` ("out of range: 1 or more"), or None when it is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, high = (1, None) if name in _AT_LEAST_ONE else (0, 1) if name in _FRACTIONS else (0, None)
+    if value >= low and (high is None or value <= high):  # written so that NaN is out of range too
+        return None
+    return f"out of range: {f'from {low} to {high}' if high is not None else f'{low} or more'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     models_dir: Path = field(default_factory=_default_models_dir)
@@ -83,16 +93,14 @@ class Settings:
     download_allow_private: str = ""  # addresses/networks (comma-separated CIDR) that may be private or loopback
 
     def __post_init__(self):
+        """A value out of range is BadSetting naming the field (`workers=0`): a caller of the library set it, not
+        the environment (from_env names the variable it read)."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            low, high = (1, None) if f.name in _AT_LEAST_ONE else (0, 1) if f.name in _FRACTIONS else (0, None)
-            if not (value >= low and (high is None or value <= high)):  # `not` so that NaN is out of range too
+            problem = _out_of_range(f.name, getattr(self, f.name))
+            if problem:
                 from .errors import BadSetting
 
-                allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
-                raise BadSetting(f"MEMEINDEX_{f.name.upper()}={value!r} is out of range: {allowed}")
+                raise BadSetting(f"{f.name}={getattr(self, f.name)!r} is {problem}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -106,6 +114,12 @@ class Settings:
             elif isinstance(default, Path):
                 cast = Path
             values[f.name] = _env(f.name.upper(), default, cast)
+            problem = _out_of_range(f.name, values[f.name])
+            if problem and overrides.get(f.name) is None:  # read from MEMEINDEX_*: the message names the variable
+                from .errors import BadSetting
+
+                raw = os.environ.get(f"MEMEINDEX_{f.name.upper()}", values[f.name])
+                raise BadSetting(f"MEMEINDEX_{f.name.upper()}={raw!r} is {problem}")
         # MEMEINDEX_MODELS and MEMEINDEX_INDEX are the short names users type.
         values["models_dir"] = _env("MODELS", values["models_dir"], Path)
         values["index_dir"] = _env("INDEX", values["index_dir"], Path)

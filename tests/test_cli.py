@@ -306,6 +306,7 @@ def test_build_from_a_script_read_on_stdin_does_not_hang(tmp_path, folder):
     proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'indexed': 3," in proc.stdout and "'images': 3," in proc.stdout
+    assert "without the per-file time limit" in proc.stderr  # the pool's fallback says what it gives up
 
 
 def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder, grace_path):

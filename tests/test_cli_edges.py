@@ -143,7 +143,7 @@ def test_a_malformed_or_out_of_range_setting_is_a_usage_error(tmp_path, monkeypa
     assert result.exit_code == BadSetting.exit_code and f"MEMEINDEX_{name}=" in result.stderr, result.output
 
 
-def test_fewer_than_one_worker_is_a_usage_error(tmp_path, grace_path):
+def test_fewer_than_one_worker_is_a_usage_error(tmp_path, grace_path, monkeypatch):
     from memeindex.indexer import build
 
     root = tmp_path / "memes"
@@ -151,6 +151,12 @@ def test_fewer_than_one_worker_is_a_usage_error(tmp_path, grace_path):
     (root / "grace.jpg").write_bytes(grace_path.read_bytes())
     result = run("build", root, "--index", tmp_path / "index", "--workers", "0")  # was silently 1
     assert result.exit_code == 2 and "--workers" in result.stderr, result.output
-    with pytest.raises(BadSetting, match="WORKERS=0"):
+    monkeypatch.setenv("MEMEINDEX_WORKERS", "0")
+    from_env = run("build", root, "--index", tmp_path / "index")
+    assert from_env.exit_code == 2 and "MEMEINDEX_WORKERS" in from_env.stderr, from_env.output
+    assert "--workers" not in from_env.stderr  # what the user set, not an option they never typed
+    monkeypatch.delenv("MEMEINDEX_WORKERS")
+    with pytest.raises(BadSetting) as raised:  # the caller's argument, not a variable it never set
         build(root, tmp_path / "index", workers=0)
+    assert str(raised.value) == "workers=0 is out of range: 1 or more"
     assert not (tmp_path / "index").exists()

@@ -4,18 +4,22 @@ Everything else of a build stays on the driver: the scan, the plan (mark and swe
 the atomic publish. A backend only computes; it yields one `FileRows` per task, in any order, and never raises for
 one bad file (a crash, a hang past the per-file time limit or an undecodable file is that file's `failed` row).
 
-    inprocess  this process, one file at a time (tests, tiny folders, scripts read on stdin)
+    inprocess  this process, one file at a time (tests, tiny folders, scripts read on stdin); no per-file time
+               limit and no isolation: a file that hangs the decoder hangs the build, a native crash ends it
     pool       local worker processes, one per core by default (the default)
     ray        Ray actors, each holding the models; a local Ray or a cluster (`--ray-address`, `[ray]` extra)
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
 from ..generation import FileRows
 from ..plan import Task
 from ..settings import Settings
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("pool", "inprocess", "ray")
 
@@ -42,6 +46,9 @@ def get_backend(name: str, root: Path, settings: Settings, model_id: str, worker
         if main_reimportable():
             return PoolBackend(root, settings, model_id, workers)
         from .inprocess import InProcessBackend
+
+        log.warning("the main script cannot be imported again (read from stdin?): analysing in this process, "
+                    "without the per-file time limit")
 
         return InProcessBackend(root, settings)
     if name == "inprocess":

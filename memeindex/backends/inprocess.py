@@ -1,4 +1,10 @@
-"""Analysis in the calling process: no start-up cost, no isolation (a native crash takes the build with it)."""
+"""Analysis in the calling process: no start-up cost, no isolation (a native crash takes the build with it) and no
+per-file time limit (`settings.file_timeout` is the pool's and Ray's): a file that hangs the decoder hangs the build.
+
+Why no limit: what hangs is native code (a decoder, LiteRT), which no thread can be stopped in and which never
+returns to the interpreter for a signal handler (SIGALRM) to run; a thread left behind would keep the core busy and
+hold the models, which are not safe to share with the next file. Only a process can be killed mid-file: the pool.
+"""
 from __future__ import annotations
 
 from pathlib import Path
