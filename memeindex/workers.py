@@ -49,10 +49,8 @@ class Analysis:
     def run(self, task: Task) -> FileRows:
         try:
             data, ref = self.read(task)
-        except OSError as exc:  # it was there at the scan: moved, replaced or locked since, not broken
-            return self.failed(task, f"cannot read: {exc.strerror or exc}", by_run=True)
-        except MemeIndexError as exc:  # over the size limit
-            return self.failed(task, str(exc))
+        except (OSError, MemeIndexError) as exc:
+            return unreadable(task, exc, self.model_id, self.detector)
         return self.run_bytes(ref, data, task.phash_only)
 
     def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False) -> FileRows:
@@ -74,9 +72,6 @@ class Analysis:
                              reason=f"{type(exc).__name__}: {exc}")
         return file_rows(ref, faces, model_id=self.model_id, detector=self.detector, phash=phash)
 
-    def failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
-        return failed_rows(task, reason, self.model_id, self.detector, by_run)
-
     def close(self) -> None:
         self.analyzer.close()
 
@@ -96,6 +91,15 @@ def failed_rows(task: Task, reason: str, model_id: str, detector: str, by_run: b
     worker marks this run's failure as 1; the builds in a row before it are the driver's to add (indexer._analyze)."""
     ref = FileRef(task.rel, task.sha256, task.size, task.mtime_ns)
     return file_rows(ref, model_id=model_id, detector=detector, reason=reason, run_failures=int(by_run))
+
+
+def unreadable(task: Task, exc: OSError | MemeIndexError, model_id: str, detector: str) -> FileRows:
+    """The rows of a task whose file read_file could not read: an OSError is the run's failure (the file was there
+    at the scan: moved, replaced or locked since, not broken; the next builds retry it), a MemeIndexError the file's
+    own (over the size limit)."""
+    if isinstance(exc, OSError):
+        return failed_rows(task, f"cannot read: {exc.strerror or exc}", model_id, detector, by_run=True)
+    return failed_rows(task, str(exc), model_id, detector)
 
 
 def read_file(path: Path, task: Task, max_bytes: int) -> tuple[bytes, FileRef]:

@@ -3,8 +3,10 @@
 The driver reads each file and puts its bytes in Ray's object store, so the workers need no access to the image
 folder: only memeindex and the fetched models at the same `MEMEINDEX_MODELS` path on every node. Without an
 address a local Ray starts with `workers` CPUs; with one (`--ray-address ray://head:10001` or `auto`) the build
-joins that cluster and starts one actor per CPU the cluster offers (or `--workers`). An actor that dies or a file
-past the per-file limit makes that one file `failed`; a new actor takes its place.
+joins that cluster and starts one actor per CPU the cluster offers (or `--workers`). An actor gets files once its
+models are loaded (a model that cannot load is the build's typed error, as with the pool); a file's time limit runs
+from when its actor starts it. An actor that dies or a file past the per-file limit makes that one file `failed`
+(exactly once: a file whose rows arrived as its limit passed is done); a new actor takes its place.
 """
 from __future__ import annotations
 
@@ -31,7 +33,16 @@ class _Analyzer:
         from ..workers import Analysis, silence_native_stderr
 
         silence_native_stderr()
-        self.analysis = Analysis(settings)
+        self.analysis, self.init_error = None, None
+        try:
+            self.analysis = Analysis(settings)
+        except MemeIndexError as exc:  # a missing model: the build's error, which ready() hands the driver
+            self.init_error = exc
+
+    def ready(self) -> MemeIndexError | None:
+        """Answers once the models are loaded (a file's time limit starts then, not while its actor starts), with
+        the typed error that kept them from loading, if one did."""
+        return self.init_error
 
     def run(self, ref, data: bytes, phash_only: bool) -> FileRows:
         return self.analysis.run_bytes(ref, data, phash_only)
@@ -62,109 +73,136 @@ class RayBackend:
         self.workers = max(1, min(workers or cluster_cpus, cluster_cpus))
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Analyzer)
 
-    def _failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
+    def _failed(self, task: Task, reason: str) -> FileRows:
+        """A file the run made fail (its actor died, its time limit, Ray itself): the next builds retry it."""
         from ..workers import failed_rows
 
-        return failed_rows(task, reason, self.model_id, self.detector, by_run)
+        return failed_rows(task, reason, self.model_id, self.detector, by_run=True)
 
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
-        from ..workers import read_file
+        from ..workers import read_file, unreadable
 
         ray = self._ray
+        died = ray.exceptions.RayActorError
         pending = deque(tasks)
         if not pending:
             return
         timeout = self.settings.file_timeout
-        actors = [self._actor_class.remote(self.settings) for _ in range(min(self.workers, len(pending)))]
-        in_flight: dict = {}  # object ref -> (task, actor index, order submitted)
-        head_since = [0.0] * len(actors)  # when the file now running on each actor started
-        order, deaths = 0, 0
+        n = min(self.workers, len(pending))
+        actors: list = [None] * n
+        starting: dict = {}  # an actor's ready() ref -> its index, until its models are loaded
+        queues: list[deque] = [deque() for _ in range(n)]  # each actor's refs, in the order it runs them
+        task_of: dict = {}  # ref of a file's run -> (task, actor index)
+        head_since = [0.0] * n  # when the file at the head of each actor's queue started
+        deaths, deaths_before_ready = 0, 0
         suspects: set[str] = set()  # files an actor died holding with another: each runs alone from then on
 
-        def queued(i):
-            return sorted((v[2], obj) for obj, v in in_flight.items() if v[1] == i)
-
-        def replace(i):
-            """A fresh actor i; the files that waited behind the lost one go back to the queue."""
-            ray.kill(actors[i])
+        def start(i):
+            """A fresh actor i; the files that waited behind the one it replaces go back to the queue."""
+            if actors[i] is not None:
+                ray.kill(actors[i])
+            while queues[i]:
+                pending.appendleft(task_of.pop(queues[i].pop())[0])
             actors[i] = self._actor_class.remote(self.settings)
-            for _, obj in reversed(queued(i)):
-                pending.appendleft(in_flight.pop(obj)[0])
+            starting[actors[i].ready.remote()] = i
+
+        def take(obj) -> FileRows:
+            """The rows of a finished run, off its queue; a Ray error (not its own) fails the file. Raises died."""
+            task, i = task_of[obj]
+            try:
+                rows = ray.get(obj)
+            except died:
+                raise
+            except ray.exceptions.RayError as exc:
+                rows = self._failed(task, f"{type(exc).__name__}: {exc}")
+            del task_of[obj]
+            queues[i].remove(obj)
+            return rows
 
         try:
-            while pending or in_flight:
-                for i in range(len(actors)):
-                    while pending and len(queued(i)) < IN_FLIGHT_PER_ACTOR:
-                        if queued(i) and (pending[0].rel in suspects
-                                          or any(in_flight[obj][0].rel in suspects for _, obj in queued(i))):
+            for i in range(n):
+                start(i)
+            while pending or task_of:
+                for i, queue in enumerate(queues):
+                    while pending and i not in starting.values() and len(queue) < IN_FLIGHT_PER_ACTOR:
+                        if queue and (pending[0].rel in suspects or any(task_of[o][0].rel in suspects for o in queue)):
                             break  # a suspect runs alone
                         task = pending.popleft()
                         try:
                             data, ref = read_file(self.root / task.rel, task, self.settings.max_file_bytes)
-                        except OSError as exc:
-                            yield self._failed(task, f"cannot read: {exc.strerror or exc}", by_run=True)
+                        except (OSError, MemeIndexError) as exc:
+                            yield unreadable(task, exc, self.model_id, self.detector)
                             continue
-                        except MemeIndexError as exc:
-                            yield self._failed(task, str(exc))
-                            continue
-                        if not queued(i):
+                        if not queue:
                             head_since[i] = time.monotonic()
-                        order += 1
                         running = actors[i].run.remote(ref, data, task.phash_only)
-                        in_flight[running] = (task, i, order)
-                if not in_flight:
+                        queue.append(running)
+                        task_of[running] = (task, i)
+                waiting = [*task_of, *starting]
+                if not waiting:
                     continue
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
                 for obj in done:
-                    if obj not in in_flight:
+                    if obj in starting:
+                        i = starting.pop(obj)
+                        try:
+                            init_error = ray.get(obj)
+                        except ray.exceptions.RayError as exc:  # it died loading the models
+                            deaths_before_ready += 1
+                            if deaths_before_ready > 2 * n:
+                                raise WorkerFailed("Ray workers keep dying while loading the models "
+                                                   f"({type(exc).__name__})") from exc
+                            start(i)
+                            continue
+                        if init_error is not None:
+                            raise init_error
                         continue
-                    task, i, _ = in_flight[obj]
+                    if obj not in task_of:  # its actor was replaced since: the file went back to the queue
+                        continue
+                    i = task_of[obj][1]
                     try:
-                        rows = ray.get(obj)
-                    except ray.exceptions.RayActorError as exc:
+                        rows = take(obj)
+                    except died as exc:
                         deaths += 1
-                        if deaths > 4 * len(actors) + 4:
+                        if deaths > 4 * n + 4:
                             raise WorkerFailed("Ray workers keep dying") from exc
                         # The actor ran its files in order: keep the rows of those it finished (not collected yet),
                         # blame the file it died on. Every ref of a dead actor resolves at once: these gets cannot
                         # wait. A file finished a moment before the death can lose its reply too, so with two
                         # unfinished the culprit is unknown: both go back and run alone, where a death is their own.
                         unfinished = []
-                        for _, earlier in queued(i):
+                        for earlier in list(queues[i]):
                             try:
-                                rows = ray.get(earlier)
-                            except ray.exceptions.RayActorError:
-                                unfinished.append(in_flight.pop(earlier)[0])
+                                rows = take(earlier)
+                            except died:
+                                unfinished.append(task_of.pop(earlier)[0])
+                                queues[i].remove(earlier)
                                 continue
-                            except ray.exceptions.RayError as err:
-                                rows = self._failed(in_flight[earlier][0], f"{type(err).__name__}: {err}", by_run=True)
-                            in_flight.pop(earlier)
                             yield rows
                         if len(unfinished) == 1:
-                            yield self._failed(unfinished[0], f"the worker analysing it died ({type(exc).__name__})",
-                                               by_run=True)
+                            yield self._failed(unfinished[0], f"the worker analysing it died ({type(exc).__name__})")
                         else:
                             suspects.update(t.rel for t in unfinished)
                             pending.extendleft(reversed(unfinished))
-                        replace(i)
+                        start(i)
                         continue
-                    except ray.exceptions.RayError as exc:
-                        rows = self._failed(task, f"{type(exc).__name__}: {exc}", by_run=True)  # Ray's, not the file's
-                    in_flight.pop(obj)
                     head_since[i] = time.monotonic()
                     yield rows
                 if timeout > 0:
                     now = time.monotonic()
-                    for i in range(len(actors)):
-                        q = queued(i)
-                        if q and now - head_since[i] > timeout:
-                            head = in_flight.pop(q[0][1])[0]
-                            yield self._failed(head, f"took longer than the {timeout:g} s per-file limit "
-                                                     "(MEMEINDEX_FILE_TIMEOUT)", by_run=True)
-                            replace(i)
+                    for i, queue in enumerate(queues):
+                        if not queue or now - head_since[i] <= timeout:
+                            continue
+                        if ray.wait([queue[0]], timeout=0)[0]:
+                            continue  # it finished as its limit passed (while the driver was busy): collected next
+                        head = task_of.pop(queue.popleft())[0]
+                        yield self._failed(head, f"took longer than the {timeout:g} s per-file limit "
+                                                 "(MEMEINDEX_FILE_TIMEOUT)")
+                        start(i)
         finally:
             for actor in actors:
-                ray.kill(actor)
+                if actor is not None:
+                    ray.kill(actor)
 
     def close(self) -> None:
         if self._started_ray:
