@@ -321,9 +321,10 @@ def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
 
 def _read_columns(path: Path, kind: str, schema: pa.Schema, columns: list[str], dictionary: Sequence[str]):
     """Only `columns` of a table file, migrated; `dictionary` columns stay dictionary-encoded (not cast)."""
-    stored = pq.read_schema(path)
-    have = [c for c in columns if c in stored.names]
-    table = pq.read_table(path, columns=have, read_dictionary=[c for c in dictionary if c in have])
+    with _arrow_file(path) as f:
+        stored = pq.read_schema(f)
+        have = [c for c in columns if c in stored.names]
+        table = pq.read_table(f, columns=have, read_dictionary=[c for c in dictionary if c in have])
     table = _upgrade(table.replace_schema_metadata(stored.metadata), kind)
     out = table.select(columns)
     fields = [out.schema.field(c) if c in dictionary else schema.field(c) for c in columns]
@@ -358,14 +359,21 @@ def face_rows(faces: pa.Table) -> np.ndarray:
 
 
 # -- plain file I/O: every file of a generation and of a checkpoint, and CURRENT, is written through `replacing` --
+def _arrow_file(path: Path, mode: str = "r") -> pa.NativeFile:
+    """`path` opened by its bytes: pyarrow takes a path only as UTF-8 text, which an index folder named in other
+    bytes (possible on Linux: `--index $'idx-\\xff'`) is not. Every Parquet file is read and written through here."""
+    return pa.OSFile(os.fsencode(path), mode)
+
+
 def write_table(table: pa.Table, path: Path) -> None:
-    with replacing(path) as tmp:
+    with replacing(path) as tmp, _arrow_file(tmp, "wb") as f:
         # Row groups of 64k rows: a reader streams a wide column (blendshapes) a group at a time, never whole.
-        pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
+        pq.write_table(table, f, compression="zstd", row_group_size=65536)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
+    with _arrow_file(path) as f:
+        return pq.read_table(f, columns=columns)
 
 
 def write_face_rows(faces: pa.Table, path: Path, batch: int = 65536) -> None:
@@ -495,9 +503,10 @@ class Generation:
         """`columns` of the faces table in row order, one row group at a time: a wide column of a million faces
         (52 blendshapes) never sits in memory whole (iter_batches pre-buffers every row group first)."""
         with self._readable(FACES_FILE):
-            file = pq.ParquetFile(self.faces_path)
-            for group in range(file.num_row_groups):
-                yield file.read_row_group(group, columns=columns)
+            with _arrow_file(self.faces_path) as f:
+                file = pq.ParquetFile(f)
+                for group in range(file.num_row_groups):
+                    yield file.read_row_group(group, columns=columns)
 
     def read_index(self):
         from . import vectors
@@ -773,7 +782,7 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
     given). Returns the report; raises IndexMissing when nothing was ever published there."""
     idx = IndexDir(index_dir)
     folder = idx.current()
-    report = CheckReport(index=str(idx.path), generation=folder.name)
+    report = CheckReport(index=shown_path(str(idx.path)), generation=folder.name)
     problems = report.problems
     if not folder.is_dir():
         problems.append(f"CURRENT names {folder.name}, which does not exist")

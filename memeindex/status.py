@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .generation import IndexDir
+from .generation import IndexDir, shown_path
 
 
 def index_info(index_dir: Path) -> dict:
@@ -12,7 +12,8 @@ def index_info(index_dir: Path) -> dict:
     gen = idx.generation()
     facts = gen.facts
     statuses = Counter(gen.images(["status"]).column("status").to_pylist())
-    return {"index": str(idx.path), "generation": gen.name, "root": facts.get("root"),
+    root = facts.get("root")
+    return {"index": shown_path(str(idx.path)), "generation": gen.name, "root": root and shown_path(root),
             "model_id": facts.get("model_id"), "detector": facts.get("detector", ""), "dim": facts.get("dim"),
             "faces": facts.get("count"), "images": facts.get("images"), "with_faces": statuses.get("faces", 0),
             "no_face": statuses.get("noface", 0), "failed": statuses.get("failed", 0),

@@ -198,8 +198,12 @@ def recall_at_k(exact: np.ndarray, found: np.ndarray) -> float:
 
 
 def write_index(index, path: Path) -> None:
-    """Write `index` to `path` as it is (generation.write_generation writes it through a temp file + rename)."""
-    _faiss().write_index(index, str(path))
+    """Write `index` to `path` as it is (generation.write_generation writes it through a temp file + rename).
+    Through a Python file, as read_index reads it: FAISS takes a path only as UTF-8 text, which an index folder
+    named in other bytes (possible on Linux) is not."""
+    faiss = _faiss()
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def read_index(path: Path, facts: dict | None = None):
@@ -209,7 +213,8 @@ def read_index(path: Path, facts: dict | None = None):
     faiss = _faiss()
     facts = facts or {}
     check_index_type(facts, Path(path).parent.parent)
-    index = faiss.read_index(str(path))
+    with open(path, "rb") as f:
+        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
     space = faiss.ParameterSpace()
     for name, value in (facts.get("index_params") or {}).items():
         if name in SEARCH_PARAMS:

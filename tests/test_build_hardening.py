@@ -62,6 +62,17 @@ def test_non_utf8_file_name_is_indexed_and_opens(tmp_path, two, grace_path):
     assert summary(run("build", two, "--index", index))["unchanged"] == "3"  # and it stays found
 
 
+def test_index_folder_with_a_non_utf8_name_builds_answers_and_resumes(tmp_path, two, grace_path):
+    index = tmp_path / os.fsdecode(b"idx-\xff")  # pyarrow and FAISS take paths only as UTF-8 text
+    result = run("build", two, "--index", index, "--backend", "inprocess")
+    assert result.exit_code == 0, result.output
+    assert (summary(result)["images"], summary(result)["faces"]) == ("2", "1")
+    assert run("check", "--index", index).exit_code == 0
+    q = json.loads(run("query", grace_path, "--index", index, "--json").stdout)
+    assert q["matches"][0]["path"] == "grace.jpg"
+    assert summary(run("build", two, "--index", index))["unchanged"] == "2"
+
+
 def test_skip_lines_show_a_non_utf8_name_as_the_index_does(tmp_path):
     root = tmp_path / "memes"
     root.mkdir()
@@ -409,8 +420,8 @@ def test_a_file_whose_stat_fails_keeps_its_row(tmp_path, two, monkeypatch):
     real_stat = os.stat
 
     def failing(path, *args, **kwargs):
-        if os.fspath(path).endswith(os.sep + victim):
-            raise OSError(5, "Input/output error", os.fspath(path))
+        if os.fsdecode(path).endswith(os.sep + victim):
+            raise OSError(5, "Input/output error", os.fsdecode(path))
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", failing)
