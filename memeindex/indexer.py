@@ -9,6 +9,7 @@ The scan, the plan, checkpoints, the lock and the publish stay here (the driver)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from . import generation as gen
-from .errors import RootMissing
+from .errors import IndexDamaged, IndexMismatch, RootMissing
 from .generation import Checkpoints, FileRows, IndexDir, ImageRow
 from .plan import Plan, plan
 from .scan import fingerprint, walk
@@ -95,26 +96,29 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         previous = gen.Generation(current) if current is not None else None
         prev_images: list[ImageRow] = []
         prev_faces = gen.faces_schema(dim).empty_table()
-        if previous is not None and not rebuild:
-            previous.check(model_id, dim)
-            prev_images = gen.image_rows(previous.images())
-            prev_faces = previous.faces()
+        gone_before: list[str] = []  # --rebuild of an index it cannot use: only its paths, for the removed count
+        if previous is not None:
+            try:
+                previous.check(model_id, dim)
+                prev_images, prev_faces = gen.image_rows(previous.images()), previous.faces()
+            except (IndexMismatch, IndexDamaged):
+                if not rebuild:
+                    raise
+                # --rebuild is the way out of another model's or a damaged index: nothing of it is kept
+                with contextlib.suppress(IndexDamaged):
+                    gone_before = gen.row_keys(previous.images(["path", "path_bytes"]))
         checkpoints = Checkpoints(idx)
         ck_images, ck_faces = checkpoints.read(model_id, dim)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
-                    gen.image_rows(ck_images), retry_failed, scan.unlisted, scan.unstatted)
+                    gen.image_rows(ck_images), retry_failed, scan.unlisted, scan.unstatted, rebuild)
         if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
             raise RootMissing(f"image folder {root} holds no image files: refusing to wipe the index")
         for rel, reason in scan.skipped + work.skipped:
             log.warning("skipping %s: %s", gen.shown_path(rel), reason)
         for rel in work.ignored:
             log.info("ignoring %s: not an image", gen.shown_path(rel))
-        if rebuild:  # the plan knew no rows: every previous path not scanned now is gone
-            scanned = {f.rel for f in scan.files}
-            gone = gen.row_keys(previous.images(["path", "path_bytes"])) if previous is not None else []
-            summary.removed = sum(1 for p in gone if p not in scanned)
-        else:
-            summary.removed = len(work.removed)
+        scanned = {f.rel for f in scan.files}
+        summary.removed = len(work.removed) + sum(1 for p in gone_before if p not in scanned)
         summary.skipped = len(scan.skipped) + len(work.skipped)
         summary.ignored = len(work.ignored) + scan.hidden
         summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect
@@ -138,7 +142,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
             summary.faces = previous.facts.get("count", prev_faces.num_rows)
             checkpoints.clear()  # leftovers of a killed build whose files are gone: nothing left to resume
         else:
-            faces = _assemble(prev_faces, ck_faces, work, analysed, dim)
+            faces = _assemble(prev_faces, ck_faces, work, analysed, dim, rebuild)
             summary.faces = faces.num_rows
             summary.seconds = time.monotonic() - started
             _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type)
@@ -186,13 +190,14 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
     return done
 
 
-def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: list[FileRows], dim: int) -> pa.Table:
+def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: list[FileRows], dim: int,
+              rebuild: bool = False) -> pa.Table:
     """The face rows of the new generation: kept paths' rows, reused content's rows under their new paths, and
-    the rows of the files analysed now."""
+    the rows of the files analysed now. A rebuild reuses content from its checkpoints only, as its plan did."""
     parts = [gen.take_paths(prev_faces, (r.path for r in work.keep))]
     reuse = [r for r in work.reuse if r.status == "faces"]
     if reuse:
-        known = pa.concat_tables([prev_faces, ck_faces])
+        known = ck_faces if rebuild else pa.concat_tables([prev_faces, ck_faces])
         # One source path per content hash, so a file copied twice does not double its faces.
         rows_by_sha: dict[str, list[int]] = {}
         first_path: dict[str, str] = {}

@@ -21,6 +21,10 @@ Known paths no longer scanned are **removed**, except under a folder the scan co
 permission, an NFS hiccup): its known rows are **kept** as they are (counted unchanged), as nothing says its files
 are gone; likewise the known row of a file the scan found but could not `stat` (`unstatted`: the scan counted it
 skipped) is kept as it is.
+
+`rebuild` (`memeindex build --rebuild`): every file is analysed afresh (content met in a checkpoint of the same
+rebuild is still reused); the known rows serve only the files that cannot be read now (unlisted, unstatted,
+fingerprint failed), which keep them as above, and the count of removed paths.
 """
 from __future__ import annotations
 
@@ -74,19 +78,20 @@ class Plan:
 
 def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Callable[[str], Fingerprint],
          detector: str, checkpointed: Iterable[ImageRow] = (), retry_failed: bool = False,
-         unlisted: Iterable[str] = (), unstatted: Iterable[str] = ()) -> Plan:
+         unlisted: Iterable[str] = (), unstatted: Iterable[str] = (), rebuild: bool = False) -> Plan:
     """Decide what a build does with every scanned file. `fingerprint(rel)` may raise OSError (-> skipped).
     `retry_failed`: analyse every failed file again, whatever made it fail. `unlisted`: folders (relative to the
     root) the scan could not list: the known rows under them are kept, not removed. `unstatted`: files the scan found
-    but could not stat (it counts them skipped): their known rows are kept, not removed."""
+    but could not stat (it counts them skipped): their known rows are kept, not removed. `rebuild`: analyse every
+    readable file afresh; known rows stand only for the files that cannot be read now."""
     known_by_path = {r.path: r for r in known}
     by_sha: dict[str, ImageRow] = {}
-    for row in list(known_by_path.values()) + list(checkpointed):
+    for row in [*([] if rebuild else known_by_path.values()), *checkpointed]:
         if row.sha256 not in by_sha or _redo(by_sha[row.sha256], detector, retry_failed) is not None:
             by_sha[row.sha256] = row  # a settled row of the content wins over one that would be analysed again
     out = Plan()
     for f in scanned:
-        old = known_by_path.get(f.rel)
+        old = None if rebuild else known_by_path.get(f.rel)
         if old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns:
             if _redo(old, detector, retry_failed) is None:
                 out.keep.append(old)
@@ -100,8 +105,8 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
                 fp = fingerprint(f.rel)
             except OSError as exc:
                 out.skipped.append((f.rel, exc.strerror or str(exc)))
-                if old is not None:  # unreadable is not changed: what the index knows of it stands until it reads
-                    out.keep.append(old)
+                if f.rel in known_by_path:  # unreadable is not changed: what the index knows stands until it reads
+                    out.keep.append(known_by_path[f.rel])
                 continue
             if not fp.image:
                 out.ignored.append(f.rel)

@@ -285,6 +285,10 @@ def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_pat
     vectors.write_bytes(vectors.read_bytes()[: vectors.stat().st_size // 2])  # damage, not an index of another kind
     damaged = run("query", grace_path, "--index", index)
     assert damaged.exit_code == IndexDamaged.exit_code and "index.faiss" in damaged.stderr, damaged.output
+    images = IndexDir(index).generation().images_path
+    images.write_bytes(images.read_bytes()[:100])
+    rebuilt = run("build", two, "--index", index, "--rebuild")  # it read the damaged images table's paths, exit 11
+    assert rebuilt.exit_code == 0 and run("check", "--index", index).exit_code == 0, rebuilt.output
 
 
 def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):
@@ -385,9 +389,11 @@ def test_an_index_that_cannot_be_written_is_one_line_and_the_last_good_one_stays
     assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["images"] == "3"
 
 
-def test_a_subfolder_that_cannot_be_listed_keeps_its_rows(tmp_path, two, grace_rgb, monkeypatch):
+@pytest.mark.parametrize("rebuild", [(), ("--rebuild",)], ids=["incremental", "rebuild"])
+def test_a_subfolder_that_cannot_be_listed_keeps_its_rows(tmp_path, two, grace_rgb, monkeypatch, rebuild):
     """Root reads everything (chmod does not stop it), so the listing of `sub` fails the way an NFS hiccup or a
-    permission does: os.scandir raises, and os.walk reports it."""
+    permission does: os.scandir raises, and os.walk reports it. A --rebuild analyses what it can read afresh and
+    keeps the rows it cannot (it dropped them)."""
     save(grace_rgb[::2, ::2], two / "sub" / "small-grace.png")
     index = tmp_path / "index"
     run("build", two, "--index", index, "--backend", "inprocess")
@@ -401,10 +407,11 @@ def test_a_subfolder_that_cannot_be_listed_keeps_its_rows(tmp_path, two, grace_r
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", unlistable)
-    result = run("build", two, "--index", index, "--backend", "inprocess")
+    result = run("build", two, "--index", index, "--backend", "inprocess", *rebuild)
     assert "skipping sub: Permission denied" in result.stderr
     got = summary(result)
-    assert (got["removed"], got["indexed"], got["skipped"], got["images"]) == ("0", "0", "1", "3")
+    assert (got["removed"], got["indexed"], got["skipped"], got["images"]) == ("0", "2" if rebuild else "0", "1", "3")
+    assert _images(index)["sub/small-grace.png"] == before["sub/small-grace.png"]
     assert _images(index) == before  # nothing re-analysed next time: the rows stand as they were
     from memeindex.scan import walk
 

@@ -125,3 +125,19 @@ def test_a_changed_file_that_cannot_be_read_keeps_its_old_row():
     p = plan(known, [Scanned("edited.jpg", 11, 2)], hasher({"edited.jpg": None}), D)
     assert p.skipped == [("edited.jpg", "Permission denied")] and p.keep == known  # next build reads it again
     assert not (p.removed or p.analyze or p.reuse) and p.unchanged == 0
+
+
+def test_rebuild_analyses_every_readable_file_and_keeps_only_what_it_cannot_read():
+    known = [row("same.jpg", "A"), row("copy.jpg", "A"), row("sub/b.jpg", "B"), row("eio.jpg", "E"),
+             row("locked.jpg", "L"), row("gone.jpg", "G")]
+    scanned = [Scanned("same.jpg", 10, 1), Scanned("copy.jpg", 10, 1), Scanned("locked.jpg", 10, 1),
+               Scanned("new.jpg", 10, 1)]
+    p = plan(known, scanned, hasher({"same.jpg": "A", "copy.jpg": "A", "locked.jpg": None, "new.jpg": "A"}), D,
+             checkpointed=[row("done-before-a-kill.jpg", "C")], unlisted=["sub"], unstatted=["eio.jpg"],
+             rebuild=True)
+    assert [t.rel for t in p.analyze] == ["same.jpg", "copy.jpg", "new.jpg"]  # known content is not reused
+    assert [r.path for r in p.keep] == ["locked.jpg", "eio.jpg", "sub/b.jpg"]  # unreadable now: rows as they were
+    assert p.removed == ["gone.jpg"] and p.skipped == [("locked.jpg", "Permission denied")]
+    resumed = plan(known, [Scanned("x.jpg", 10, 1)], hasher({"x.jpg": "C"}), D,
+                   checkpointed=[row("done-before-a-kill.jpg", "C")], rebuild=True)
+    assert [r.path for r in resumed.reuse] == ["x.jpg"]  # a killed rebuild's own checkpoint still resumes it
