@@ -90,6 +90,12 @@ def test_bad_uploads_get_clear_4xx(client):
     assert client.get("/api/search").status_code == 405
 
 
+def test_a_video_upload_is_refused_with_what_to_do_instead(client, tmp_path):
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 0.5)]).read_bytes()
+    r = search(client, clip)
+    assert r.status_code == 415 and "video" in r.json()["detail"] and "memeindex query" in r.json()["detail"]
+
+
 def test_upload_cap(index, monkeypatch):
     monkeypatch.setenv("MEMEINDEX_MAX_UPLOAD_BYTES", "100000")
     app = create_app(index[1], Settings.from_env(), searcher=_NoSearch())

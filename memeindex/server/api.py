@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ImageTooLarge, NoFace, NotAnImage
+from ..formats import HEAD_BYTES, sniff_video
 from .thumbs import MAX_SIZE, MIN_SIZE
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ async def search(request: Request, image: UploadFile = File(..., description="a 
         raise HTTPException(413, f"upload too large: the limit is {service.max_upload_bytes:,} bytes")
     if not data:
         raise HTTPException(400, "the image field is empty")
+    if sniff_video(data[:HEAD_BYTES]) is not None:  # searched frame by frame on the CLI, too long for one request
+        raise HTTPException(415, "a video, not a photo: /api/search takes one picture (send a frame of it), "
+                                 "`memeindex query CLIP` searches a whole video")
     started = time.perf_counter()
     try:
         result = await service.search(data, k)
