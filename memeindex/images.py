@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -85,7 +88,18 @@ def _frame_indices(n_frames: int, max_frames: int) -> list[int]:
 
 def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pixels: int = 250_000_000,
            max_frames: int = 3) -> list[Frame]:
-    """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each.
+    """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each: all of `frames()` at once."""
+    return list(frames(source, max_pixels, hard_max_pixels, max_frames))
+
+
+def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pixels: int = 250_000_000,
+           max_frames: int = 3, fps: float | None = None, only: int | None = None) -> Iterator[Frame]:
+    """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each, decoded one at a time in file order.
+
+    Which frames of an animation: `max_frames` spread evenly over it (what a build indexes); with `fps`, the
+    ones a video query samples (about `fps` a second of the animation's own timing, `Cadence`), at most
+    `max_frames`, so a consumer can stop at the first it wants; with `only`, that one frame (the first when it has
+    no such frame).
 
     Raises NotAnImage for anything Pillow cannot fully decode (empty, truncated, text, unknown format) and
     ImageTooLarge past `hard_max_pixels`, before the pixels are read, and FileMissing for a path that is not
@@ -100,19 +114,66 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
             raise FileMissing(f"{stream}: {'a folder' if Path(stream).is_dir() else 'no such file'}")
         if not Path(stream).is_file():  # a FIFO or a device: reading it could block forever
             raise NotAnImage("not a regular file")
+    with _decoding(stream, hard_max_pixels):
+        img = Image.open(stream)
+    try:
+        width, height = img.size
+        if width * height > hard_max_pixels:
+            raise ImageTooLarge(f"{width}x{height} is over the {hard_max_pixels:,}-pixel cap")
+        n_frames = getattr(img, "n_frames", 1)
+        if only is not None:
+            wanted: Iterable[int] = [only if 0 <= only < n_frames else 0]
+        else:
+            wanted = _frame_indices(n_frames, max_frames) if fps is None else range(n_frames)
+        cadence, start, taken = Cadence(fps) if fps else None, 0.0, 0
+        for index in wanted:
+            with _decoding(stream, hard_max_pixels):
+                img.seek(index)
+                if cadence is not None:
+                    shown, start = start, start + _duration(img)
+                    if not cadence.due(shown):
+                        continue
+                frame = _one_frame(img, index, max_pixels)
+            yield frame
+            taken += 1
+            if cadence is not None and taken >= max_frames:
+                return
+    finally:
+        img.close()
+
+
+SAMPLE_FPS = 4.0  # frames a second a video query samples, and an animated query image
+
+
+class Cadence:
+    """About `fps` frames a second of a clip's own time: the rule a video query samples by (video.sample_frames),
+    and an animated query image too (`frames(fps=...)`)."""
+
+    def __init__(self, fps: float):
+        self.fps, self.next_t = fps, 0.0
+
+    def due(self, t: float) -> bool:
+        """Whether the frame shown from `t` seconds on is sampled; frames must come in time order."""
+        if t + 1e-6 < self.next_t:
+            return False
+        self.next_t = (math.floor(t * self.fps + 1e-6) + 1) / self.fps
+        return True
+
+
+def _duration(img: Image.Image) -> float:
+    """Seconds the current frame of an animation shows; 0 or 10 ms or less counts as 100 ms, as browsers play it."""
+    ms = img.info.get("duration") or 0
+    return (ms if ms > 10 else 100) / 1000.0
+
+
+@contextmanager
+def _decoding(stream, hard_max_pixels: int):
+    """Pillow's errors and warnings while opening or decoding a frame, as this module's typed errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # Pillow's "corrupt EXIF" & co: the file still decodes
-            img = Image.open(stream)
-            width, height = img.size
-            if width * height > hard_max_pixels:
-                raise ImageTooLarge(f"{width}x{height} is over the {hard_max_pixels:,}-pixel cap")
-            frames = []
-            for index in _frame_indices(getattr(img, "n_frames", 1), max_frames):
-                img.seek(index)
-                frames.append(_one_frame(img, index, max_pixels))
-            return frames
+            yield
     except (ImageTooLarge, NotAnImage):
         raise
     except FileNotFoundError:  # vanished between the check and the open
@@ -132,9 +193,6 @@ def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     except Exception as exc:  # noqa: BLE001 - a hostile file can trip any error inside a plugin; it is still one bad file
         log.debug("decoder error", exc_info=True)
         raise NotAnImage(f"undecodable image ({type(exc).__name__}: {exc})") from None
-    finally:
-        if "img" in locals():
-            img.close()
 
 
 def _one_frame(img: Image.Image, index: int, max_pixels: int) -> Frame:

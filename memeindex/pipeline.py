@@ -8,10 +8,11 @@ import numpy as np
 
 from .embedders import ExpressionEmbedder, get_embedder
 from .faces import Face, FaceDetector
-from .images import Frame, decode
+from .images import SAMPLE_FPS, Frame, decode, frames
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+QUERY_FRAMES = 40  # frames of an animated query looked at, at most: 10 s of it at SAMPLE_FPS
 
 
 class FaceAnalyzer:
@@ -38,6 +39,19 @@ class FaceAnalyzer:
                 face.box = tuple(v / frame.scale for v in face.box)
                 face.landmarks = face.landmarks / frame.scale
         return faces
+
+    def first_faces(self, source: str | Path | bytes | np.ndarray) -> list[Face]:
+        """The faces of the first frame that has any (a query's). An animation is looked at as a video query looks
+        at a clip, about SAMPLE_FPS frames a second of its own timing for up to QUERY_FRAMES frames, so a face
+        that shows up late is found (the build's three frames spread over it could miss it)."""
+        if isinstance(source, np.ndarray):
+            return self.analyze(source)
+        s = self.settings
+        for frame in frames(source, s.max_pixels, s.hard_max_pixels, max_frames=QUERY_FRAMES, fps=SAMPLE_FPS):
+            faces = self.analyze_frame(frame)
+            if faces:
+                return faces
+        return []
 
     def analyze(self, source: str | Path | bytes | np.ndarray) -> list[Face]:
         """Every face of every sampled frame, each with `.embedding` set. Raises NotAnImage / ImageTooLarge."""

@@ -364,10 +364,9 @@ class Searcher:
                      weak=score < self.settings.weak_score)
 
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:
-        faces = self.analyzer.analyze(source)
+        faces = self.analyzer.first_faces(source)  # an animated query: its first sampled frame with faces
         if not faces:
             raise NoFace("no face found in the query image")
-        faces = [f for f in faces if f.frame == faces[0].frame]  # an animated query: its first frame with faces
         index = face or 0
         if not 0 <= index < len(faces):
             raise NoFace(f"the query image has {len(faces)} face(s); there is no face {index + 1}")

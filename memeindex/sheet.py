@@ -10,7 +10,7 @@ import numpy as np
 
 from .atomicfile import replacing
 from .errors import MemeIndexError, SheetFormatUnknown
-from .images import decode
+from .images import frames
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,10 @@ def _picture(source, frame: int = 0):
     if isinstance(source, np.ndarray):
         return Image.fromarray(np.ascontiguousarray(source[..., :3], dtype=np.uint8)), 1.0
     try:
-        frames = decode(source, max_frames=8)
+        chosen = next(frames(source, only=frame))  # the frame the face is in (the first when there is none such)
     except (MemeIndexError, OSError) as exc:
         log.warning("contact sheet: cannot read %s: %s", source if not isinstance(source, bytes) else "bytes", exc)
         return None
-    chosen = next((f for f in frames if f.index == frame), frames[0])
     return Image.fromarray(chosen.rgb), chosen.scale
 
 

@@ -6,13 +6,13 @@ expression of the main face over it.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FileMissing, NoFace, NotAnImage
+from .images import SAMPLE_FPS, Cadence
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class _Sample:
     blendshapes: np.ndarray | None = None  # the face's 52 scores: the traits a segment's matches share with it
 
 
-def sample_frames(path: str | Path, fps: float = 4.0, max_side: int = 960, max_samples: int = 2400):
+def sample_frames(path: str | Path, fps: float = SAMPLE_FPS, max_side: int = 960, max_samples: int = 2400):
     """(seconds, RGB frame) about `fps` times a second; frames shrunk to `max_side`. Raises NotAnImage."""
     import cv2
 
@@ -52,16 +52,15 @@ def sample_frames(path: str | Path, fps: float = 4.0, max_side: int = 960, max_s
         raise NotAnImage(f"cannot read {path} as a video")
     try:
         rate = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        index, next_t, taken = 0, 0.0, 0
+        index, cadence, taken = 0, Cadence(fps), 0
         while cap.grab():
             t = index / rate if rate > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             index += 1
-            if t + 1e-6 < next_t:
+            if not cadence.due(t):
                 continue
             ok, bgr = cap.retrieve()
             if not ok:
                 continue
-            next_t = (math.floor(t * fps + 1e-6) + 1) / fps
             h, w = bgr.shape[:2]
             f = min(1.0, max_side / max(h, w))
             if f < 1.0:
@@ -155,7 +154,7 @@ def _mean_blendshapes(group: list[_Sample]) -> np.ndarray:
 
 
 def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 3, settings: Settings | None = None,
-                *, fps: float = 4.0, change: float = 0.35, min_duration: float = 1.0, gap: float = 1.5,
+                *, fps: float = SAMPLE_FPS, change: float = 0.35, min_duration: float = 1.0, gap: float = 1.5,
                 searcher=None) -> list[Segment]:
     """Segments of the main face's expression in a video, each with its top-k memes. Raises NoFace, NotAnImage.
     `settings` opens the Searcher when no `searcher` is given (the CLI passes its own); like `search.query`, the

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from memeindex.errors import ImageTooLarge, NotAnImage
+from memeindex import images
 from memeindex.images import decode
 
 
@@ -62,6 +63,18 @@ def test_animated_gif_samples_frames(grace_rgb):
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     out = decode(buf.getvalue(), max_frames=3)
     assert [f.index for f in out] == [0, 2, 4]
+
+
+def test_an_animation_is_sampled_in_time_as_a_video_query_samples_a_clip(grace_rgb):
+    frames = [Image.fromarray(grace_rgb).convert("P").rotate(a) for a in range(0, 55, 5)]  # 11 distinct frames
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=[200] * 10 + [0])
+    gif = buf.getvalue()
+    # 200 ms a frame at 4 samples a second: a frame starting at 0.2 s or 1.2 s falls in a quarter already taken
+    assert [f.index for f in images.frames(gif, fps=4.0, max_frames=40)] == [0, 2, 3, 4, 5, 7, 8, 9, 10]
+    assert [f.index for f in images.frames(gif, fps=4.0, max_frames=3)] == [0, 2, 3]
+    assert [f.index for f in images.frames(gif, only=7)] == [7] and [f.index for f in images.frames(gif, only=99)] == [0]
+    assert np.array_equal(next(images.frames(gif, only=4)).rgb, decode(gif, max_frames=11)[4].rgb)
 
 
 def test_pixel_cap_downscales_and_hard_cap_refuses():

@@ -79,3 +79,16 @@ def test_a_sheet_is_written_in_the_formats_it_lists_and_no_other(searcher, tmp_p
     with pytest.raises(SheetFormatUnknown, match=r"\.png"):  # Pillow writes GIF; a sheet is not one of its formats
         write_sheet(result, grace, searcher, tmp_path / "sheet.gif", cell=32)
     assert not list(tmp_path.glob("*.gif")) and not list(tmp_path.glob(".*"))
+
+
+def test_an_animated_query_is_searched_and_drawn_at_the_frame_its_face_shows_up(searcher, tmp_path):
+    face = media.fit(media.grace(), 480, 360)
+    frames = [Image.new("RGB", (480, 360), (40 + 8 * i, 40, 40)) for i in range(11)]
+    frames[6:8] = [Image.fromarray(face), Image.fromarray(face[:, ::-1])]  # 1.2-1.6 s of a 2.2 s GIF
+    query = tmp_path / "late.gif"
+    frames[0].save(query, save_all=True, append_images=frames[1:], duration=200)
+    result = searcher.search(query, k=1)  # NoFace before: only frames 0, 5 and 10 were looked at
+    assert result.faces[0].frame == 7  # sampled 4 times a second: frame 6 (from 1.2 s) shares 1.0-1.25 s with 5
+    out = write_sheet(result, query, searcher, tmp_path / "sheet.png", cell=200)
+    query_cell = Image.open(out).convert("RGB").crop((PAD, PAD, PAD + 200, PAD + 200))
+    assert len(query_cell.getcolors(1 << 16)) > 500  # the photo the face is in, not the first (blank) frame
