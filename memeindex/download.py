@@ -108,7 +108,7 @@ def imgflip_entries(settings: Settings, client: _Client | None = None) -> list[E
     try:
         body = _retrying(settings, api, lambda: _fetch_bytes(client, api, _API_MAX_BYTES))
     except _NoConnection as exc:
-        raise SourceUnreachable(f"cannot reach {api}: {exc} (offline or blocked?)") from None
+        raise SourceUnreachable(f"cannot reach {api}: {exc} (offline or blocked?){_proxy_note(api)}") from None
     except _Refused as exc:
         raise DownloadFailed(f"{api}: {exc}") from None
     try:
@@ -196,7 +196,7 @@ def download(entries: list[Entry], dest: Path, settings: Settings, progress: boo
                     no_connection += 1
                     if no_connection >= _OFFLINE_AFTER and not client.answered:
                         raise SourceUnreachable(f"the first {no_connection} downloads could not connect "
-                                                f"({exc}): offline or blocked?") from None
+                                                f"({exc}): offline or blocked?{_proxy_note(entry.url)}") from None
                 except _Refused as exc:
                     result.reason = str(exc)
             if result.status == "failed":
@@ -229,6 +229,19 @@ class _Transient(Exception):
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+def _proxy_note(url: str) -> str:
+    """What to add to 'cannot connect' when the environment names a proxy for `url`: this client never uses one
+    (each host's own address is checked against private networks, which a proxy would hide)."""
+    import urllib.request
+
+    scheme, host = urlsplit(url).scheme.lower(), urlsplit(url).hostname or ""
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return ""
+    return (f"; {scheme.upper()}_PROXY is set, but memeindex download connects directly, never through a proxy: "
+            "fetch the files with a tool that uses it (curl, wget) and `memeindex build` their folder")
 
 
 class _NoConnection(Exception):

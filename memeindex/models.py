@@ -99,7 +99,8 @@ def _check_pinned(path: Path, model: ModelFile) -> None:
 
 
 def _from_url(model: ModelFile, tmp: Path, timeout: float) -> None:
-    with urllib.request.urlopen(model.url, timeout=timeout) as resp, open(tmp, "wb") as out:
+    # A fresh default opener reads HTTP(S)_PROXY / NO_PROXY now (urlopen's is built once per process).
+    with urllib.request.build_opener().open(model.url, timeout=timeout) as resp, open(tmp, "wb") as out:
         while chunk := resp.read(1 << 16):
             out.write(chunk)
 

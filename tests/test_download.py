@@ -352,6 +352,12 @@ def test_offline_is_one_clear_line_and_a_documented_code(tmp_path):
     urls = run("download", "urls", listing, dest, "--allow-private", LOOPBACK)
     assert urls.exit_code == SourceUnreachable.exit_code and "offline or blocked" in urls.stderr
     assert urls.stderr.count("skipping") == dl._OFFLINE_AFTER - 1  # it stops after the first few, not all ten
+    proxied = run("download", "urls", listing, dest, "--allow-private", LOOPBACK,
+                  env={"http_proxy": "http://proxy.invalid:3128", "no_proxy": ""})  # behind a proxy: say it is unused
+    assert proxied.exit_code == SourceUnreachable.exit_code and "HTTP_PROXY is set" in proxied.stderr
+    bypassed = run("download", "urls", listing, dest, "--allow-private", LOOPBACK,
+                   env={"http_proxy": "http://proxy.invalid:3128", "no_proxy": "127.0.0.1"})
+    assert "PROXY" not in bypassed.stderr
 
 
 def test_a_dead_host_is_given_up_on_and_the_rest_fetched(tmp_path, server):

