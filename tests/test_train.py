@@ -56,14 +56,15 @@ def test_runtime_embedding_never_imports_tensorflow():
 
 
 def test_geometry_is_the_rank_correlation_of_pairwise_similarities():
-    from memeindex.train.loop import _l2, geometry
+    from memeindex.train.loop import Geometry, _l2
 
     rng = np.random.default_rng(0)
     x = _l2(rng.normal(size=(60, 16)))
     rotation, _ = np.linalg.qr(rng.normal(size=(16, 16)))
-    assert geometry(x @ rotation, x, n=60, seed=0) > 0.9999  # a rotation keeps every pairwise similarity
-    assert abs(geometry(_l2(rng.normal(size=(60, 16))), x, n=60, seed=0)) < 0.1  # unrelated faces: none kept
-    assert 0.3 < geometry(_l2(x + 0.15 * rng.normal(size=x.shape)), x, n=60, seed=0) < 0.9999
+    reference = Geometry(x, n=60, seed=0)
+    assert reference.kept(x @ rotation) > 0.9999  # a rotation keeps every pairwise similarity
+    assert abs(reference.kept(_l2(rng.normal(size=(60, 16))))) < 0.1  # unrelated faces: none kept
+    assert 0.3 < reference.kept(_l2(x + 0.15 * rng.normal(size=x.shape))) < 0.9999
 
 
 def test_readout_choice_keeps_the_floors_geometry_and_the_smallest_size_within_the_margin():

@@ -84,14 +84,21 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return r
 
 
-def geometry(emb: np.ndarray, reference: np.ndarray, n: int, seed: int) -> float:
-    """Spearman correlation of the pairwise cosine similarities of `emb` and `reference` (rows: the same faces),
-    over a seeded sample of `n` faces: how much of the reference feature's geometry `emb` keeps. No labels."""
-    idx = np.random.default_rng(seed).choice(len(emb), min(n, len(emb)), replace=False)
-    iu = np.triu_indices(len(idx), 1)
-    a = _ranks((emb[idx] @ emb[idx].T)[iu])
-    b = _ranks((reference[idx] @ reference[idx].T)[iu])
-    return float(np.corrcoef(a, b)[0, 1])
+class Geometry:
+    """How much of a reference feature's geometry an embedding of the same faces (rows) keeps: the Spearman
+    correlation of their pairwise cosine similarities over a seeded sample of `n` faces. No labels. The reference's
+    ranks are computed once, here: the selection compares every read-out candidate with the same reference."""
+
+    def __init__(self, reference: np.ndarray, n: int, seed: int):
+        self.idx = np.random.default_rng(seed).choice(len(reference), min(n, len(reference)), replace=False)
+        self.pairs = np.triu_indices(len(self.idx), 1)
+        self.reference_ranks = self._ranks(reference)
+
+    def _ranks(self, emb: np.ndarray) -> np.ndarray:
+        return _ranks((emb[self.idx] @ emb[self.idx].T)[self.pairs])
+
+    def kept(self, emb: np.ndarray) -> float:
+        return float(np.corrcoef(self._ranks(emb), self.reference_ranks)[0, 1])
 
 
 class FaceApiRunner:
@@ -166,12 +173,13 @@ def join(br: dict, flip: bool, probs_weight: float, feature_weight: float) -> np
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mean, basis [d, dim], share of variance kept) of a centred PCA (float64 SVD)."""
+def pca(x: np.ndarray, dims) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, float]]]:
+    """(mean, {dim: (basis [d, dim], share of variance kept)}) of one centred PCA (float64 SVD), sliced per size."""
     mean = x.mean(axis=0)
     _, s, vt = np.linalg.svd((x - mean).astype(np.float64), full_matrices=False)
     var = s ** 2
-    return mean.astype(np.float32), vt[:dim].T.astype(np.float32), float(var[:dim].sum() / var.sum())
+    return mean.astype(np.float32), {dim: (vt[:dim].T.astype(np.float32), float(var[:dim].sum() / var.sum()))
+                                     for dim in dims}
 
 
 def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float) -> tuple[dict, dict]:
@@ -265,20 +273,20 @@ def train_v2(config: V2Config, settings: Settings) -> Result:
     #     mirror choice of (a)) it keeps on the unlabelled non-FER faces. Eligible: no less geometry than the
     #     issue's untrained recipe (reference crop, no probabilities, the smallest size, centred); among those the
     #     best validation score; a larger size only when it wins by dim_margin.
-    reference = {n: face_feature(branches(n, ref_crop), flip) for n in non_fer}
+    reference = {n: Geometry(face_feature(branches(n, ref_crop), flip), config.geometry_faces, config.seed)
+                 for n in non_fer}
     readouts, candidates = {}, []
     for crop in config.crops:
         for w in config.probs_weights:
             joined = {n: join(branches(n, crop), flip, w, config.feature_weight) for n in unlabelled}
-            fitted = np.concatenate(list(joined.values()))
             val_join = join(branches("val", crop), flip, w, config.feature_weight)
+            full_mean, bases = pca(np.concatenate(list(joined.values())), config.dims)  # one SVD for every size
             for dim in config.dims:
-                full_mean, basis, kept = pca(fitted, dim)
+                basis, kept = bases[dim]
                 for centre in config.centres:
                     mean = np.float32(centre) * full_mean
                     fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
-                    geo = float(np.mean([geometry(_l2((joined[n] - mean) @ basis), reference[n],
-                                                  config.geometry_faces, config.seed) for n in non_fer]))
+                    geo = float(np.mean([reference[n].kept(_l2((joined[n] - mean) @ basis)) for n in non_fer]))
                     trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, "dim": dim,
                                    "centre": centre, "variance_kept": kept, "geometry": geo, **fig})
                     readouts[(crop, w, dim, centre)] = (mean, basis)
