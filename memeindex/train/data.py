@@ -3,7 +3,10 @@
 Every face goes through the product's own code: `FaceDetector` (largest face of each image, as `memeindex eval`
 takes it) and the crop functions of `memeindex.embedders.learned`, so training sees exactly what inference sees.
 The cache key holds the detector's version, `CROP_CODE_VERSION` and the list of files, so a change to detection
-or cropping never trains on stale crops.
+or cropping never trains on stale crops. A cache is byte-reproducible in one environment (np.savez writes fixed zip
+timestamps, the pool keeps the files' order), not across OpenCV builds: the detector's and the crops' warps differ
+by up to ~1 px between builds, and the key does not hold the build (a cache extracted under another one is reused as
+it is; the model's summary records the cv2 it was trained with: export.environment).
 """
 from __future__ import annotations
 

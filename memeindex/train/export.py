@@ -50,16 +50,25 @@ def assert_parity(keras_out: np.ndarray, litert_out: np.ndarray, max_abs: float 
 
 
 def environment() -> dict:
-    """Library versions and the git commit the model was trained from."""
+    """Library versions and the git commit the model was trained from.
+
+    OpenCV matters as much as the model libraries: the detector's crops and the cached faces are cv2 warps, and two
+    OpenCV builds give landmarks up to ~1 px apart (5.0.0 headless of the training venv against 5.1.0 contrib, which
+    mediapipe brings into the test venv), so the caches, and the model fitted on them, follow the build. Several
+    distributions install cv2/: `cv2` is the version actually imported.
+    """
     from importlib.metadata import PackageNotFoundError, version
+
+    import cv2
 
     versions = {}
     for pkg in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "mediapipe", "numpy", "opencv-contrib-python",
-                "opencv-python"):
+                "opencv-python", "opencv-python-headless"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
+    versions["cv2"] = cv2.__version__
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
