@@ -45,6 +45,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -152,7 +153,6 @@ class FaceDetector:
         # detector key -> (input side, anchor centres in input pixels)
         self._detectors = {"detector": (DETECT_SIDE, ssd_anchors() * DETECT_SIDE),
                            "full": (FULL_RANGE_SIDE, ssd_anchors(FULL_RANGE_SIDE, FULL_RANGE_LAYERS) * FULL_RANGE_SIDE)}
-        self._hints = (0.0, 0.0, 0.0)  # (big, small, any) face-like scores of the last detector run too weak to count
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -170,12 +170,13 @@ class FaceDetector:
 
     # -- detector passes -------------------------------------------------------------------------------
     def _detect_region(self, pyr: Pyramid, x0: float, y0: float, x1: float, y1: float, value: int = 0,
-                       min_score: float | None = None, model: str = "detector", weak: list | None = None):
+                       min_score: float | None = None, model: str = "detector",
+                       weak: list[_WeakRun] | None = None) -> tuple[list, _Hints]:
         """Detections of `model` (short-range "detector" or "full") in the frame region (x0, y0, x1, y1),
         letterboxed into its square input; the region may reach past the frame (the outside is `value` grey).
-        Returns [(box, score, 6x2 keypoints)] in frame pixels. With `weak`, the boxes scoring WEAK_SCORE up to
-        `min_score` are appended to it as (box, score, keypoints, model), merged among themselves only (so the
-        strong boxes are exactly those without `weak`)."""
+        Returns ([(box, score, 6x2 keypoints)] in frame pixels, the run's hints). With `weak`, the anchors scoring
+        WEAK_SCORE up to `min_score` are appended to it as one _WeakRun, decoded only if a last look needs them and
+        merged among themselves only (so the strong boxes are exactly those without `weak`)."""
         import cv2
 
         side_in, anchors_px = self._detectors[model]
@@ -190,30 +191,15 @@ class FaceDetector:
         scores = sigmoid(out[(1, n, 1)][0, :, 0])
         side = np.maximum(reg[:, 2], reg[:, 3])
         big, small = side >= 0.4 * f * min(x1 - x0, y1 - y0), side < 0.25 * f * min(x1 - x0, y1 - y0)
-        # see CLOSE_UP_HINT, SMALL_FACE_HINT, FULL_RANGE_HINT
-        self._hints = (float(scores[big].max()) if big.any() else 0.0,
+        hints = _Hints(float(scores[big].max()) if big.any() else 0.0,
                        float(scores[small].max()) if small.any() else 0.0, float(scores.max()))
         min_score = self.settings.min_face_score if min_score is None else min_score
         if weak is not None and min_score > WEAK_SCORE:
             low = np.nonzero((scores >= WEAK_SCORE) & (scores < min_score))[0]
-            weak += [(*det, model) for det in self._boxes(reg, anchors_px, scores, low, f, ox, oy)]
-        return self._boxes(reg, anchors_px, scores, np.nonzero(scores >= min_score)[0], f, ox, oy)
-
-    @staticmethod
-    def _boxes(reg, anchors_px, scores, keep, f, ox, oy):
-        """The anchors `keep` decoded, merged (weighted NMS) and mapped to frame pixels: [(box, score, kps)]."""
-        if keep.size == 0:
-            return []
-        reg = reg[keep]
-        anchors = anchors_px[keep]
-        cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
-        boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
-        kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
-        dets = []
-        for box, score, kp in weighted_nms(scores[keep], boxes, kps):
-            box = ((box[0] - ox) / f, (box[1] - oy) / f, (box[2] - ox) / f, (box[3] - oy) / f)
-            dets.append((box, score, (kp - (ox, oy)) / f))
-        return dets
+            if low.size:
+                weak.append(_WeakRun(model, reg[low], anchors_px[low], scores[low], f, ox, oy))
+        keep = np.nonzero(scores >= min_score)[0]
+        return _decode(reg[keep], anchors_px[keep], scores[keep], f, ox, oy), hints
 
     def _rounds(self, w: int, h: int):
         """The detector passes after the full frame, as rounds of regions: [(x0, y0, x1, y1, fill)]."""
@@ -285,9 +271,8 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         pyr = Pyramid(rgb)
         seen = _Seen()
-        weak: list = []  # boxes too weak for the mesh's word alone: see _rescue
-        full = self._detect_region(pyr, 0, 0, w, h, weak=weak)
-        big_hint, small_hint, any_hint = self._hints
+        weak: list[_WeakRun] = []  # boxes too weak for the mesh's word alone: see _rescue
+        full, hints = self._detect_region(pyr, 0, 0, w, h, weak=weak)
         self._confirm(pyr, self._clean(full, w, h), seen, "detector")
         if not self.settings.second_pass:
             return seen.faces
@@ -298,10 +283,10 @@ class FaceDetector:
             rounds = [panels] if max(w, h) >= WIDE * min(w, h) else []
             rounds += [full_range] if seen.strong_rejects(MORE_SCORE) else []
         else:
-            rounds = [pad if big_hint >= CLOSE_UP_HINT else [], panels]
-            rounds += finer if small_hint >= SMALL_FACE_HINT else []
+            rounds = [pad if hints.big >= CLOSE_UP_HINT else [], panels]
+            rounds += finer if hints.small >= SMALL_FACE_HINT else []
             rounds += [full_range]
-        face_like = any_hint  # the best short-range score anywhere, too weak to count
+        face_like = hints.best  # the best short-range score anywhere, too weak to count
         for regions in rounds:
             if not regions:
                 continue
@@ -310,74 +295,84 @@ class FaceDetector:
                 continue  # nothing face-like anywhere: the full-range detector would find nothing either
             dets = []
             for x0, y0, x1, y1, fill, *_ in regions:
-                dets += self._detect_region(pyr, x0, y0, x1, y1, fill,
-                                            FULL_RANGE_SCORE if model == "full" else strict, model=model,
-                                            weak=weak)
+                found, hints = self._detect_region(pyr, x0, y0, x1, y1, fill,
+                                                   FULL_RANGE_SCORE if model == "full" else strict, model=model,
+                                                   weak=weak)
+                dets += found
                 if model == "detector":
-                    face_like = max(face_like, self._hints[2])
+                    face_like = max(face_like, hints.best)
             added = self._confirm(pyr, self._clean(dets, w, h), seen, model)
             if model == "full":
                 added += self._agree(seen)
-                if not seen.faces and regions is full_range and self._hints[2] >= FULL_TILES_HINT:
+                if not seen.faces and regions is full_range and hints.best >= FULL_TILES_HINT:
                     # a face-like box too small to confirm: the full-range detector again, on the tiles (once)
                     rounds.append([(*t, 0, "full") for level in tile_levels(w, h) for t in level])
             if added:
                 break
         if not seen.faces:
             self._turned_retry(pyr, seen)
+        if seen.faces:
+            return seen.faces
+        candidates = self._last_candidates(seen, weak, w, h)
+        self._rescue(pyr, seen, candidates)
         if not seen.faces:
-            self._rescue(pyr, seen, weak, w, h)
+            self._vouch_rescue(pyr, seen, candidates)
         if not seen.faces:
-            self._vouch_rescue(pyr, seen, weak, w, h)
-        if not seen.faces:
-            self._vouch_doubted(pyr, seen)
+            self._vouch_doubted(pyr, seen, candidates)
         return seen.faces
 
-    def _vouch_doubted(self, pyr: Pyramid, seen: "_Seen") -> int:
+    def _last_candidates(self, seen: "_Seen", weak: list[_WeakRun], w: int, h: int) -> list[_Candidate]:
+        """The boxes the last looks (_rescue, _vouch_rescue, _vouch_doubted) choose from, strongest first (ties in
+        the order found): the boxes the mesh doubted in the rounds, then the weak ones, each as its run saw it
+        (clipped to the frame, not merged across runs: see _rescue). Only a frame still without a face after the
+        rounds gets here, so only it pays for decoding the weak boxes."""
+        candidates = list(seen.rejected)
+        for run in weak:
+            for det in run.decode():
+                candidates += [_Candidate(run.model, *clean) for clean in self._clean([det], w, h)]
+        return sorted(candidates, key=lambda c: -c.score)
+
+    def _vouch_doubted(self, pyr: Pyramid, seen: "_Seen", candidates: list[_Candidate]) -> int:
         """The last look of all at a frame still without a face: its VOUCH_BOXES strongest short-range boxes scoring
         DOUBTED_SCORE that the mesh doubted are faces when the full-range detector vouches for them on their own crop
         (>= DOUBTED_VOUCH) and the mesh lies on the box (plausible). Two independent detectors that see a face the
         mesh cannot read: a drawn, painted, CGI or puppet face looks like that (the mesh was made for photographed
         faces), the non-faces of the labelled memes rarely do. The landmarks are the mesh's best guess, so such a
         face is matched worse than a photographed one, but it can be found. Returns how many faces it added."""
-        strong = sorted((r for r in seen.rejected if r[0] == "detector" and r[2] >= DOUBTED_SCORE),
-                        key=lambda r: -r[2])
+        strong = [c for c in candidates if not c.weak and c.model == "detector" and c.score >= DOUBTED_SCORE]
         added = 0
-        for _, box, score, _, pts, _ in strong[:VOUCH_BOXES]:
-            if any(iou(box, f.box) > 0.3 for f in seen.faces):
+        for c in strong[:VOUCH_BOXES]:
+            if any(iou(c.box, f.box) > 0.3 for f in seen.faces):
                 continue
-            if plausible(pts, box) and self._vouch(pyr, seen, box) >= DOUBTED_VOUCH:
-                added += self._add(seen, box, score, pts)
+            if plausible(c.pts, c.box) and self._vouch(pyr, seen, c.box) >= DOUBTED_VOUCH:
+                added += self._add(seen, c.box, c.score, c.pts)
         return added
 
-    def _vouch_rescue(self, pyr: Pyramid, seen: "_Seen", weak: list, w: int, h: int) -> int:
+    def _vouch_rescue(self, pyr: Pyramid, seen: "_Seen", candidates: list[_Candidate]) -> int:
         """The very last look at a frame still without a face: its VOUCH_BOXES strongest boxes (doubted ones the mesh
         did not reject, and the weak ones down to WEAK_SCORE) are faces when the mesh confirms them (presence >=
         MIN_PRESENCE) and the full-range detector vouches for them on their own crop (>= VOUCH_WEAK): two models
         that each see a face where the detector that found the box hardly did. Cartoon faces and small or half-turned
         heads look like that; a non-face rarely convinces both. Returns how many faces it added."""
-        boxes = [(r[1], r[2], r[5], r[3], r[4]) for r in seen.rejected if r[3] >= MIN_PRESENCE]
-        for box, score, kp, _ in weak:  # (box, score, kp, presence, landmarks)
-            boxes += [(*det, None, None) for det in self._clean([(box, score, kp)], w, h)]
-        cands: list = []
-        for cand in sorted(boxes, key=lambda c: -c[1]):
-            if not any(iou(cand[0], c[0]) > 0.5 for c in cands):
-                cands.append(cand)
+        cands: list[_Candidate] = []
+        for c in candidates:
+            if (c.weak or c.presence >= MIN_PRESENCE) and not any(iou(c.box, k.box) > 0.5 for k in cands):
+                cands.append(c)
         added = 0
-        for box, score, kp, presence, pts in cands[:VOUCH_BOXES]:
-            if any(iou(box, f.box) > 0.3 for f in seen.faces):
+        for c in cands[:VOUCH_BOXES]:
+            if any(iou(c.box, f.box) > 0.3 for f in seen.faces):
                 continue
-            if presence is None:  # the mesh as _rescue ran it, else the vouch first (a full-range run is cheaper)
-                presence, pts = next(((p, q) for b, p, q in seen.meshed if b == box), (None, None))
-                if presence is None:
-                    if self._vouch(pyr, seen, box) < VOUCH_WEAK:
-                        continue
-                    presence, pts = self._mesh(pyr, box, kp)
-            if presence >= MIN_PRESENCE and self._vouch(pyr, seen, box) >= VOUCH_WEAK:
-                added += self._add(seen, box, score, pts)
+            # the mesh as the rounds or _rescue ran it, else the vouch first (a full-range run is cheaper)
+            presence, pts = (c.upright or (None, None)) if c.weak else (c.presence, c.pts)
+            if presence is None:
+                if self._vouch(pyr, seen, c.box) < VOUCH_WEAK:
+                    continue
+                presence, pts = self._mesh(pyr, c.box, c.kp)
+            if presence >= MIN_PRESENCE and self._vouch(pyr, seen, c.box) >= VOUCH_WEAK:
+                added += self._add(seen, c.box, c.score, pts)
         return added
 
-    def _rescue(self, pyr: Pyramid, seen: "_Seen", weak: list, w: int, h: int) -> int:
+    def _rescue(self, pyr: Pyramid, seen: "_Seen", candidates: list[_Candidate]) -> int:
         """Last resort for a frame still without a face: the strongest boxes the rounds saw (doubted by the mesh, or
         scoring below the rounds' thresholds down to WEAK_SCORE), judged by the mesh on crops turned by MESH_TURNS
         too. A box the mesh sees whichever way its crop is turned (presence >= STABLE_PRESENCE upright and on both
@@ -385,52 +380,49 @@ class FaceDetector:
         the crop turns. A box scoring TURN_SCORE that the mesh calls certain (>= SURE_PRESENCE) on one turned crop is
         a tilted or half-turned head. Only boxes that can pass are meshed: weak short-range boxes below TURN_SCORE
         are left out, weak full-range ones (small faces score low there) are meshed upright first. At most
-        RESCUE_BOXES boxes. Returns how many faces it added."""
-        boxes = [(r[0], r[1], r[2], r[5], r[3], r[4]) for r in seen.rejected]  # (model, box, score, kp, p, pts)
-        for box, score, kp, model in weak:  # each as its run saw it (clipped), not merged: see below
-            boxes += [(model, *det, None, None) for det in self._clean([(box, score, kp)], w, h)]
-        cands: list = []
-        for cand in sorted(boxes, key=lambda c: -c[2]):
-            box, score = cand[1], cand[2]
-            if score < TURN_SCORE and (cand[0] != "full" if cand[4] is None else cand[4] < STABLE_PRESENCE):
+        RESCUE_BOXES boxes; the weak boxes come each as its run saw it, not merged (_last_candidates). Returns how
+        many faces it added."""
+        cands: list[_Candidate] = []
+        for c in candidates:
+            if c.score < TURN_SCORE and (c.model != "full" if c.weak else c.presence < STABLE_PRESENCE):
                 continue  # cannot pass
-            if any(iou(box, c[1]) > 0.5 for c in cands) or any(iou(box, t) > 0.5 for t in seen.turned):
+            if any(iou(c.box, k.box) > 0.5 for k in cands) or any(iou(c.box, t) > 0.5 for t in seen.turned):
                 continue  # the same box again (its best-scored run kept), or one _turned_retry looked at already
-            cands.append(cand)
+            cands.append(c)
         added = 0
-        for _, box, score, kp, presence, pts in cands[:RESCUE_BOXES]:
-            if any(iou(box, f.box) > 0.3 for f in seen.faces):
+        for c in cands[:RESCUE_BOXES]:
+            if any(iou(c.box, f.box) > 0.3 for f in seen.faces):
                 continue
-            if presence is None:
-                presence, pts = self._mesh(pyr, box, kp)
-                seen.meshed.append((box, presence, pts))
-                if presence < STABLE_PRESENCE and score < TURN_SCORE:
+            presence, pts = c.presence, c.pts
+            if c.weak:
+                c.upright = presence, pts = self._mesh(pyr, c.box, c.kp)  # kept for _vouch_rescue
+                if presence < STABLE_PRESENCE and c.score < TURN_SCORE:
                     continue
             stable = presence >= STABLE_PRESENCE
             for turn in MESH_TURNS:  # each turned mesh only while one of the two tests can still pass
-                turned, turned_pts = self._mesh(pyr, box, kp, math.radians(turn))
-                if score >= TURN_SCORE and turned >= SURE_PRESENCE:
-                    added += self._add(seen, box, score, turned_pts)
+                turned, turned_pts = self._mesh(pyr, c.box, c.kp, math.radians(turn))
+                if c.score >= TURN_SCORE and turned >= SURE_PRESENCE:
+                    added += self._add(seen, c.box, c.score, turned_pts)
                     break
                 stable = stable and turned >= STABLE_PRESENCE
-                if not stable and score < TURN_SCORE:
+                if not stable and c.score < TURN_SCORE:
                     break
             else:
                 if stable:
-                    added += self._add(seen, box, score, pts)
+                    added += self._add(seen, c.box, c.score, pts)
         return added
 
     def _turned_retry(self, pyr: Pyramid, seen: "_Seen") -> int:
         """Last resort for a frame without a face: the strongest box the mesh doubted, meshed again on crops
         turned by MESH_TURNS. A tilted head can mislead the detector's eye keypoints, and so the crop's angle."""
         added = 0
-        strong = sorted((r for r in seen.rejected if r[2] >= RETURN_SCORE), key=lambda r: -r[2])
-        for _, box, score, _, _, kp in strong[:1]:
-            seen.turned.append(box)
+        strong = sorted((r for r in seen.rejected if r.score >= RETURN_SCORE), key=lambda r: -r.score)
+        for r in strong[:1]:
+            seen.turned.append(r.box)
             for turn in MESH_TURNS:
-                presence, pts = self._mesh(pyr, box, kp, math.radians(turn))
+                presence, pts = self._mesh(pyr, r.box, r.kp, math.radians(turn))
                 if presence >= MIN_PRESENCE:
-                    added += self._add(seen, box, score, pts)
+                    added += self._add(seen, r.box, r.score, pts)
                     break
         return added
 
@@ -447,7 +439,7 @@ class FaceDetector:
             log.debug("%s box %s score %.2f presence %.3f", model, box, score, presence)
             if presence < MIN_PRESENCE or (model == "detector" and score < VOUCH_SCORE
                                            and self._vouch(pyr, seen, box) < VOUCH_FULL):
-                seen.rejected.append((model, box, score, presence, pts, kp))
+                seen.rejected.append(_Candidate(model, box, score, kp, presence, pts))
             elif self._add(seen, box, score, pts):
                 added += 1
         return added
@@ -456,32 +448,28 @@ class FaceDetector:
         """The full-range detector's score for the face in `box`, run on the box's own square crop (VOUCH_CROP x its
         side, so the face reaches it at a size it was made for): its best box overlapping `box` (IoU >= 0.3), 0 if
         none scores WEAK_VOUCH. A second, independent opinion of a box the mesh confirms; remembered per frame."""
-        for other, score in seen.vouched:
-            if other == box:
-                return score
+        if box in seen.vouched:
+            return seen.vouched[box]
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         half = VOUCH_CROP * max(box[2] - box[0], box[3] - box[1]) / 2
-        hints = self._hints  # the rounds read the hints of their own runs, not of this one
-        dets = self._detect_region(pyr, cx - half, cy - half, cx + half, cy + half, min_score=WEAK_VOUCH,
-                                   model="full")
-        self._hints = hints
-        score = max([d[1] for d in dets if iou(box, d[0]) >= 0.3], default=0.0)
-        seen.vouched.append((box, score))
+        dets, _ = self._detect_region(pyr, cx - half, cy - half, cx + half, cy + half, min_score=WEAK_VOUCH,
+                                      model="full")
+        score = seen.vouched[box] = max([d[1] for d in dets if iou(box, d[0]) >= 0.3], default=0.0)
         return score
 
     def _agree(self, seen: "_Seen") -> int:
         """Faces the mesh doubts but both detectors see: a short-range box scoring >= AGREE_SCORE overlapping a
         full-range box scoring >= AGREE_FULL_SCORE. Turned heads and profiles look like that (the mesh was made
         for faces that look at the camera); the non-faces of the labelled memes rarely convince both detectors."""
-        short = [r for r in seen.rejected if r[0] == "detector" and r[2] >= AGREE_SCORE]
-        full = [r for r in seen.rejected if r[0] == "full" and r[2] >= AGREE_FULL_SCORE]
+        short = [r for r in seen.rejected if r.model == "detector" and r.score >= AGREE_SCORE]
+        full = [r for r in seen.rejected if r.model == "full" and r.score >= AGREE_FULL_SCORE]
         added = 0
-        for _, box, score, presence, pts, _ in sorted(short, key=lambda r: -r[2]):
-            other = [r for r in full if iou(box, r[1]) >= AGREE_IOU]
+        for r in sorted(short, key=lambda r: -r.score):
+            other = [o for o in full if iou(r.box, o.box) >= AGREE_IOU]
             if other:
-                best = max([(presence, pts)] + [(r[3], r[4]) for r in other], key=lambda c: c[0])[1]
-                if plausible(best, box):
-                    added += self._add(seen, box, score, best)
+                best = max([(r.presence, r.pts)] + [(o.presence, o.pts) for o in other], key=lambda c: c[0])[1]
+                if plausible(best, r.box):
+                    added += self._add(seen, r.box, r.score, best)
         return added
 
     def _add(self, seen: "_Seen", box: tuple, score: float, pts: np.ndarray) -> bool:
@@ -502,19 +490,75 @@ def plausible(pts: np.ndarray, box: tuple) -> bool:
     return box[0] <= cx <= box[2] and box[1] <= cy <= box[3] and 0.5 * side <= mside <= 2 * side
 
 
+class _Hints(NamedTuple):
+    """The face-like scores of one detector run, too weak to count: they skip rounds that would find nothing."""
+
+    big: float  # best score of a box of side >= 0.4x the region's short side: see CLOSE_UP_HINT
+    small: float  # ... of side < 0.25x it: see SMALL_FACE_HINT
+    best: float  # best score of any box: see FULL_RANGE_GATE, FULL_TILES_HINT
+
+
+def _decode(reg: np.ndarray, anchors: np.ndarray, scores: np.ndarray, f: float, ox: float, oy: float) -> list:
+    """A detector's anchors (regressors, anchor centres in input pixels, scores) decoded, merged (weighted NMS) and
+    mapped to frame pixels (input = f * frame + (ox, oy)): [(box, score, 6x2 keypoints)]."""
+    if len(scores) == 0:
+        return []
+    cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
+    boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
+    kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+    dets = []
+    for box, score, kp in weighted_nms(scores, boxes, kps):
+        box = ((box[0] - ox) / f, (box[1] - oy) / f, (box[2] - ox) / f, (box[3] - oy) / f)
+        dets.append((box, score, (kp - (ox, oy)) / f))
+    return dets
+
+
+class _WeakRun(NamedTuple):
+    """One detector run's anchors scoring WEAK_SCORE up to its threshold, kept undecoded: most frames find a face in
+    the rounds and never need them."""
+
+    model: str
+    reg: np.ndarray
+    anchors: np.ndarray
+    scores: np.ndarray
+    f: float
+    ox: float
+    oy: float
+
+    def decode(self) -> list:
+        return _decode(self.reg, self.anchors, self.scores, self.f, self.ox, self.oy)
+
+
+@dataclass(eq=False)
+class _Candidate:
+    """A box that is not a face yet: one the mesh doubted in the rounds, or a weak one (scoring WEAK_SCORE up to its
+    run's threshold, never meshed there) for the last looks."""
+
+    model: str  # the detector that found it: "detector" (short-range) or "full"
+    box: tuple[float, float, float, float]
+    score: float
+    kp: np.ndarray  # the detector's 6 keypoints
+    presence: float | None = None  # the mesh's presence in the rounds; None for a weak box
+    pts: np.ndarray | None = None  # the mesh's landmarks in the rounds; None for a weak box
+    upright: tuple[float, np.ndarray] | None = None  # a weak box's (presence, landmarks) once _rescue meshed it
+
+    @property
+    def weak(self) -> bool:
+        return self.presence is None
+
+
 class _Seen:
     """What one frame's rounds found so far: faces, the boxes each detector tried, the boxes the mesh doubted."""
 
     def __init__(self):
         self.faces: list[Face] = []
         self.tried: dict[str, list[tuple]] = {}
-        self.rejected: list[tuple] = []  # (model, box, detector score, presence, landmarks, keypoints)
+        self.rejected: list[_Candidate] = []  # the boxes the mesh doubted (or the vouch refused), in the order tried
         self.turned: list[tuple] = []  # boxes meshed on turned crops already
-        self.vouched: list[tuple] = []  # (box, full-range score on its own crop): see FaceDetector._vouch
-        self.meshed: list[tuple] = []  # (box, presence, landmarks) of the weak boxes _rescue meshed upright
+        self.vouched: dict[tuple, float] = {}  # box -> full-range score on its own crop: see FaceDetector._vouch
 
     def strong_rejects(self, score: float) -> bool:
-        return any(r[2] >= score for r in self.rejected)
+        return any(r.score >= score for r in self.rejected)
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:
