@@ -57,7 +57,7 @@ FACE_ROWS_FILE = "faces.rows"
 GENERATION_FILES = (FACES_FILE, IMAGES_FILE, INDEX_FILE, FACTS_FILE)  # FACE_ROWS_FILE is optional: older ones lack it
 
 # -- schema --------------------------------------------------------------------------------------------------------
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 N_BLENDSHAPES = len(BLENDSHAPE_NAMES)  # the row schema holds every MediaPipe blendshape score
 STATUSES = ("faces", "noface", "failed")
 # One record of faces.rows (little-endian, no padding: 4 + 16 + 52 = 72 bytes). Blendshapes only explain matches
@@ -96,6 +96,7 @@ IMAGES_SCHEMA = pa.schema([
     ("faces", pa.int32()),
     ("reason", pa.string()),  # why a file failed; empty otherwise
     ("phash", pa.string()),  # 16 hex chars: 64-bit perceptual hash of the first frame; "" if unknown
+    ("dhash", pa.string()),  # 16 hex chars: 64-bit difference hash of the same frame; "" if unknown
     ("template", pa.string()),  # template id; "" until grouped
     ("detector", pa.string()),  # detector version that analysed the file
     ("run_failures", pa.int32()),  # builds in a row whose run, not the file, made it fail (see ImageRow)
@@ -158,6 +159,7 @@ class ImageRow:
     # many builds in a row it happened to this file. 0 for every other row, a failure of the file's own included
     # (an undecodable file stays failed). The plan retries a file while this is above 0 and under its limit.
     run_failures: int = 0
+    dhash: str = ""  # the first frame's difference hash (templates.picture_hashes): confirms a pHash-only join
 
 
 # How many builds in a row a file is analysed when each time the run, not the file, makes it fail: a file that
@@ -198,12 +200,12 @@ class FileRows:
 
 
 def file_rows(ref: FileRef, faces: Sequence | None = None, *, model_id: str, detector: str, phash: str = "",
-              reason: str = "", run_failures: int = 0) -> FileRows:
+              dhash: str = "", reason: str = "", run_failures: int = 0) -> FileRows:
     """The rows of one analysed file. `faces` are memeindex.faces.Face objects with `.embedding` set, in
     detection order; `reason` set means the file failed, `run_failures` > 0 that the run made it fail."""
     if reason:
         return FileRows(ImageRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, "failed", 0, reason, phash, "",
-                                 detector, run_failures))
+                                 detector, run_failures, dhash))
     rows, per_frame = [], {}
     for face in faces or ():
         number = per_frame.get(face.frame, 0)
@@ -214,7 +216,7 @@ def file_rows(ref: FileRef, faces: Sequence | None = None, *, model_id: str, det
                             model_id, "", detector))
     status = "faces" if rows else "noface"
     return FileRows(ImageRow(ref.rel, ref.sha256, ref.size, ref.mtime_ns, status, len(rows), "", phash, "",
-                             detector), rows)
+                             detector, 0, dhash), rows)
 
 
 def images_table(rows: Iterable[ImageRow]) -> pa.Table:
@@ -267,7 +269,8 @@ def table_schema_version(table: pa.Table) -> int:
 def _add_default(table: pa.Table, name: str, type_: pa.DataType, value) -> pa.Table:
     if name in table.column_names:
         return table
-    return table.append_column(pa.field(name, type_), pa.array([value] * table.num_rows, type_))
+    # Built in Arrow (no Python list per row): a reader of an older generation pays this at every load.
+    return table.append_column(pa.field(name, type_), pa.repeat(pa.scalar(value, type_), table.num_rows))
 
 
 def _v1_to_v2(table: pa.Table, kind: str) -> pa.Table:
@@ -292,14 +295,27 @@ def _v2_to_v3(table: pa.Table, kind: str) -> pa.Table:
     """v2 -> v3: `run_failures` on images: 1 for a failure v2's backends made for the run, else 0."""
     if kind != "images" or "run_failures" in table.column_names:
         return table
-    if "reason" not in table.column_names:  # a reader asked for other columns only
+    if "reason" not in table.column_names:  # a reader asked for other columns, not run_failures (MIGRATION_INPUTS)
         return _add_default(table, "run_failures", pa.int32(), 0)
-    by_run = [int(any(w in (r or "") for w in _V2_RUN_FAILURE_WORDING)) for r in table.column("reason").to_pylist()]
-    return table.append_column(pa.field("run_failures", pa.int32()), pa.array(by_run, pa.int32()))
+    import functools
+
+    import pyarrow.compute as pc
+
+    reason = table.column("reason")
+    by_run = functools.reduce(pc.or_, (pc.match_substring(reason, w).fill_null(False)
+                                        for w in _V2_RUN_FAILURE_WORDING))
+    return table.append_column(pa.field("run_failures", pa.int32()), by_run.cast(pa.int32()))
+
+
+def _v3_to_v4(table: pa.Table, kind: str) -> pa.Table:
+    """v3 -> v4: `dhash` ("") on images. Grouping then joins these files on their pHash alone, as v3 did."""
+    return _add_default(table, "dhash", pa.string(), "") if kind == "images" else table
 
 
 # version -> step to version + 1; a reader applies each step from the table's version up.
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+# A column a migration derives from others: a reader asking for it reads them too (else it would get the default).
+MIGRATION_INPUTS = {"run_failures": ("reason",)}
 
 
 def _upgrade(table: pa.Table, kind: str) -> pa.Table:
@@ -323,7 +339,8 @@ def _read_columns(path: Path, kind: str, schema: pa.Schema, columns: list[str], 
     """Only `columns` of a table file, migrated; `dictionary` columns stay dictionary-encoded (not cast)."""
     with _arrow_file(path) as f:
         stored = pq.read_schema(f)
-        have = [c for c in columns if c in stored.names]
+        wanted = list(columns) + [i for c in columns if c not in stored.names for i in MIGRATION_INPUTS.get(c, ())]
+        have = list(dict.fromkeys(c for c in wanted if c in stored.names))
         table = pq.read_table(f, columns=have, read_dictionary=[c for c in dictionary if c in have])
     table = _upgrade(table.replace_schema_metadata(stored.metadata), kind)
     out = table.select(columns)

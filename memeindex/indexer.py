@@ -168,10 +168,10 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
     try:
         for rows in backend.analyze(tasks):
             bar.update(1)
-            if rows.image.path in rehash:  # a kept file's pHash: its rows stay, it gains the hash
+            if rows.image.path in rehash:  # a kept file's pHash: its rows stay, it gains the hashes
                 row = kept[rows.image.path]
                 if rows.image.sha256 == row.sha256 and rows.image.status != "failed":
-                    row.phash = rows.image.phash
+                    row.phash, row.dhash = rows.image.phash, rows.image.dhash
                 continue
             summary.indexed += 1
             if rows.image.run_failures:
@@ -213,15 +213,14 @@ def _assemble(prev_faces: pa.Table, ck_faces: pa.Table, work: Plan, analysed: li
 
 def _templates(images: pa.Table, faces: pa.Table, model_id: str) -> tuple[pa.Table, pa.Table]:
     """Both tables with their `template` column filled: near-duplicate groups over the whole generation."""
-    from .templates import assign
+    from .templates import template_ids
 
-    groups = assign(images, faces, model_id)
+    image_templates, face_templates = template_ids(images, faces, model_id)  # in the tables' row order
 
-    def fill(table: pa.Table) -> pa.Table:
-        col = pa.array([groups.get(p, "") for p in table.column("path").to_pylist()], pa.string())
-        return table.set_column(table.schema.get_field_index("template"), "template", col)
+    def fill(table: pa.Table, templates) -> pa.Table:
+        return table.set_column(table.schema.get_field_index("template"), "template", templates)
 
-    return fill(images), fill(faces)
+    return fill(images, image_templates), fill(faces, face_templates)
 
 
 def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path, model_id: str, dim: int,

@@ -122,7 +122,7 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
         else:
             out.reuse.append(ImageRow(f.rel, sha256, f.size, f.mtime_ns, source.status, source.faces,
                                       source.reason, source.phash, source.template, source.detector,
-                                      source.run_failures))
+                                      source.run_failures, source.dhash))
             if old is not None and old.sha256 == sha256 and _redo(old, detector, retry_failed) is None:
                 out.unchanged += 1  # touched, same content
             else:

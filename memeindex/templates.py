@@ -8,17 +8,22 @@ Two files are the same template when
 
 * their perceptual hashes (a DCT pHash of the first frame, as `imagehash.phash` computes it) are close: the
   same picture resized, recompressed or lightly captioned; confirmed, when both have faces, by a face of one
-  matching a face of the other (so two different memes with a similar layout do not merge); or
+  matching a face of the other (so two different memes with a similar layout do not merge) and, when neither has
+  one, by their difference hashes (a second hash of the same frame: chance meetings of the pHash alone grow with
+  the square of the collection); or
 * their hashes are farther apart (a crop or a large caption moves the hash) but a face of one is *the same
   face* as a face of the other: same place in the picture (relative to the whole) or same expression read to
   within the noise of a re-encode, by both the embedding and the 52 blendshapes. Beyond NEAR_PICTURE_BITS the
   two files must also hold as many faces: a collage of two memes holds each one's face, and grouping is
   transitive, so it would merge the two memes into one template.
 
-`assign` is pure (tables in, dict out) and recomputed over every image at publish time: adding or removing a
-file regroups its neighbours too. The close pairs come from FAISS range searches (hashes of the faceless pictures against all, embeddings of
-all faces), so only they reach Python; face pairs are searched in an inverted file above `EXACT_PAIRS_MAX` faces
-(exact search is quadratic). `scripts/bench_templates.py` measures time and planted near-duplicates recovered.
+`template_ids` (and `assign`, its dict form) is pure (tables in, ids out) and recomputed over every image at
+publish time: adding or removing a file regroups its neighbours too. The close pairs come from FAISS range searches
+(hashes of the faceless pictures against all, embeddings of all faces), so only they reach Python, and every
+per-file step is Arrow or numpy (a million files: no Python object per file); face pairs are searched in an
+inverted file above `EXACT_PAIRS_MAX` faces (exact search is quadratic). `scripts/bench_templates.py` measures time,
+memory, planted near-duplicates recovered and files joined wrongly; `scripts/measure_hash_joins.py` the dHash's
+effect on real pictures.
 
 Embedding distances depend on the embedder: the same face in two copies of one picture is ~7x farther apart under
 expression-v2 than under expression-v1. `FACE_MATCH`'s embedding limits are written in `REFERENCE_MODEL`'s units
@@ -39,7 +44,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 HASH_SIDE = 32  # the picture is shrunk to 32x32 grey and its 8x8 lowest DCT frequencies kept (pHash)
-HASH_LOW = 8
+HASH_LOW = 8  # (and the difference hash's 8 rows of 8 neighbour comparisons)
 # A frame is first box-reduced by a whole factor to no less than this on its short side (measured on the shared
 # memes: 0.8 of 64 bits differ on average from the hash of the full frame, within the noise assign tolerates).
 PRE_REDUCE_SIDE = 128
@@ -55,12 +60,8 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT = _dct_matrix(HASH_SIDE)
 
 
-def perceptual_hash(rgb: np.ndarray) -> str:
-    """16 hex digits: the 64-bit DCT perceptual hash of an RGB (or grey) uint8 frame.
-
-    Same algorithm as `imagehash.phash` (grey, 32x32 Lanczos, 2-D DCT, 8x8 low frequencies against their
-    median), so the bits agree with that library's to within resampling noise (a big frame is box-reduced first).
-    """
+def _grey(rgb: np.ndarray):
+    """The frame as a PIL grey image, a big one box-reduced first (Lanczos over all its pixels costs ~4 ms)."""
     from PIL import Image
 
     arr = np.asarray(rgb)
@@ -68,13 +69,51 @@ def perceptual_hash(rgb: np.ndarray) -> str:
         arr = arr[..., :3]
     img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
     k = min(img.size) // PRE_REDUCE_SIDE
-    if k >= 2:  # box-reduce a big frame first: Lanczos over all its pixels costs ~4 ms for the same 32x32
+    if k >= 2:
         img = img.reduce(k)
-    grey = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)
-    pixels = np.asarray(grey, dtype=np.float64)
-    low = (_DCT @ pixels @ _DCT.T)[:HASH_LOW, :HASH_LOW]
-    bits = (low > np.median(low)).ravel()
+    return img.convert("L")
+
+
+def _hex(bits: np.ndarray) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def _phash_of(grey) -> str:
+    from PIL import Image
+
+    pixels = np.asarray(grey.resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS), dtype=np.float64)
+    low = (_DCT @ pixels @ _DCT.T)[:HASH_LOW, :HASH_LOW]
+    return _hex((low > np.median(low)).ravel())
+
+
+def _dhash_of(grey) -> str:
+    from PIL import Image
+
+    pixels = np.asarray(grey.resize((HASH_LOW + 1, HASH_LOW), Image.LANCZOS), dtype=np.int16)
+    return _hex((pixels[:, 1:] > pixels[:, :-1]).ravel())
+
+
+def perceptual_hash(rgb: np.ndarray) -> str:
+    """16 hex digits: the 64-bit DCT perceptual hash of an RGB (or grey) uint8 frame.
+
+    Same algorithm as `imagehash.phash` (grey, 32x32 Lanczos, 2-D DCT, 8x8 low frequencies against their
+    median), so the bits agree with that library's to within resampling noise (a big frame is box-reduced first).
+    """
+    return _phash_of(_grey(rgb))
+
+
+def difference_hash(rgb: np.ndarray) -> str:
+    """16 hex digits: the 64-bit difference hash of a frame (`imagehash.dhash`'s algorithm: grey, 9x8 Lanczos, in
+    each row whether each pixel is brighter than the one to its left). It reads the picture's gradients where pHash
+    reads its low frequencies, so two unrelated pictures whose pHashes meet by chance rarely meet here too (see
+    DHASH_BITS)."""
+    return _dhash_of(_grey(rgb))
+
+
+def picture_hashes(rgb: np.ndarray) -> tuple[str, str]:
+    """(perceptual_hash, difference_hash) of a frame, from one grey reduction: what the worker stores per file."""
+    grey = _grey(rgb)
+    return _phash_of(grey), _dhash_of(grey)
 
 
 def hash_distance(a: str, b: str) -> int:
@@ -89,7 +128,17 @@ def hash_distance(a: str, b: str) -> int:
 # different memes rarely come within 0.35 of each other; see `scripts/measure_results.py`.
 SAME_PICTURE_BITS = 12  # this close, two hashes show the same picture (resized, recompressed, lightly captioned)
 NEAR_PICTURE_BITS = 24  # closer than chance: the same picture cropped or re-captioned, if a face agrees
-LONE_FACE_BITS = 6  # one file has faces and the other none (the detector missed a smaller copy): the hash alone
+# This close, the pHash alone joins two files no face can confirm: one with faces and one without (the detector
+# missed a smaller copy), or two faceless ones. Random 64-bit hashes meet within 6 bits once in 2e11 pairs.
+LONE_FACE_BITS = 6
+# Two faceless files whose pHashes lie within SAME_PICTURE_BITS but beyond LONE_FACE_BITS also need their difference
+# hashes within this, where both have one. Random pHashes meet within 12 bits once in ~4.4 million pairs, so a
+# million files (100,000 faceless) joined ~1,300 unrelated pairs on the pHash alone, and real pictures meet far more
+# often (shared layouts, text on white). The dHash is a second look at the same frame (its gradients, not its low
+# frequencies): on the shared memes it agrees for all 48 faceless pairs within 12 pHash bits and for 0.43 % of the
+# unrelated pairs 14-26 pHash bits apart (scripts/measure_hash_joins.py). A same picture with faces on both sides
+# is joined by a face pair instead (the dHash of a re-padded copy can move 18+ bits: Panik Kalm Panik).
+DHASH_BITS = 16
 # A face pair is the same face when one rule holds: (max hash bits of the two pictures, max blendshape distance,
 # max embedding distance). The closer the pictures, the looser the faces may be; a crop moves the embedding more
 # than the blendshapes, so near pictures also take a pair whose blendshapes alone are very close. (A mirrored
@@ -150,6 +199,10 @@ EXACT_PAIRS_MAX = 50_000
 PAIR_CELL_ROWS = 256  # faces per cell of the inverted file (its cell count is faces / this)
 PAIR_PROBES = 8  # cells searched per face
 PAIR_TRAIN_PER_CELL = 64  # k-means sample per cell: enough for cells of near faces, a fraction of them at 1M
+# The inverted file stores its copy of the vectors as float16 (half the memory of float32: 0.23 GB, not 0.46 GB, at
+# 1.8M faces), searched this much wider in inner product (float16 moves one by ~1e-4, at most ~2e-3 for unit
+# vectors); the pairs it finds are then measured exactly from the float32 rows, so the same pairs come out.
+PAIR_FP16_MARGIN = 0.005
 
 
 def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,17 +212,22 @@ def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np
 
     x = np.ascontiguousarray(emb, np.float32)
     n, dim = x.shape
+    threshold = 1.0 - max_distance ** 2 / 2.0  # inner product of unit vectors max_distance apart
     if n <= EXACT_PAIRS_MAX:
-        index = faiss.IndexFlatIP(dim)
+        index, margin = faiss.IndexFlatIP(dim), 0.0
     else:
         cells = max(1, n // PAIR_CELL_ROWS)
         sample = np.random.default_rng(0).choice(n, min(n, cells * PAIR_TRAIN_PER_CELL), replace=False)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, cells, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
         index.cp.min_points_per_centroid = 1  # the sample is sized on purpose: no warning about it
         index.train(x[np.sort(sample)])
+        del sample
         index.nprobe = PAIR_PROBES
+        margin = PAIR_FP16_MARGIN
     index.add(x)
-    lims, sims, ids = index.range_search(x, 1.0 - max_distance ** 2 / 2.0)
+    lims, sims, ids = index.range_search(x, threshold - margin)
+    del index
     rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     keep = (rows != ids) & (ids >= 0)
     rows, ids, sims = rows[keep], ids[keep].astype(np.int64), sims[keep]
@@ -177,12 +235,19 @@ def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np
     # pair (hi < n) sorts as the (lo, hi) rows do, without numpy's slow row-wise unique (8x at millions of pairs).
     lo, hi = np.minimum(rows, ids), np.maximum(rows, ids)
     first = np.unique(lo * n + hi, return_index=True)[1]
-    return lo[first], hi[first], np.sqrt(np.maximum(2.0 - 2.0 * sims[first], 0.0))
+    lo, hi, sims = lo[first], hi[first], sims[first]
+    if margin:  # float16 similarities: measure the pairs again in float32, and keep those within the limit
+        for start in range(0, len(lo), 1 << 16):
+            part = slice(start, start + (1 << 16))
+            sims[part] = np.einsum("ij,ij->i", x[lo[part]], x[hi[part]])
+        near = sims >= threshold
+        lo, hi, sims = lo[near], hi[near], sims[near]
+    return lo, hi, np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
 
 
 def _close_hashes(hashes: np.ndarray, queries: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (q, j), q in `queries` (row numbers), j != q, of 64-bit hashes within `max_bits`, with their distances
-    (an exact FAISS binary range search). A pair of two queries comes twice, once from each side."""
+    """Pairs lo < hi of row numbers, one of them in `queries`, of 64-bit hashes within `max_bits`, with their
+    distances (an exact FAISS binary range search). A pair of two queries, found from both sides, comes once."""
     import faiss
 
     if not len(hashes) or not len(queries):
@@ -192,133 +257,202 @@ def _close_hashes(hashes: np.ndarray, queries: np.ndarray, max_bits: int) -> tup
     index.add(codes)
     lims, bits, ids = index.range_search(np.ascontiguousarray(codes[queries]), max_bits + 1)  # radius is exclusive
     rows = np.repeat(np.asarray(queries, np.int64), np.diff(lims).astype(np.int64))
+    ids = ids.astype(np.int64)
     keep = (rows != ids) & (bits <= max_bits)
-    return rows[keep], ids[keep].astype(np.int64), bits[keep].astype(np.int64)
+    rows, ids, bits = rows[keep], ids[keep], bits[keep].astype(np.int64)
+    lo, hi = np.minimum(rows, ids), np.maximum(rows, ids)
+    first = np.unique(lo * len(hashes) + hi, return_index=True)[1]  # one integer key per pair, as _close_vectors
+    return lo[first], hi[first], bits[first]
 
 
-def _hash_ints(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint64 hashes, known mask); an empty or malformed hash is unknown."""
-    out, known = np.zeros(len(hashes), np.uint64), np.zeros(len(hashes), bool)
-    for i, h in enumerate(hashes):
-        if h and len(h) == 16:
-            try:
-                out[i], known[i] = np.uint64(int(h, 16)), True
-            except ValueError:
-                pass
-    return out, known
+_HEX_DIGIT = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_DIGIT[_c] = _HEX_DIGIT[ord(chr(_c).upper())] = _i
 
 
-def _column(table, name: str, default):
-    if name in table.column_names:
-        return table.column(name).to_pylist()
-    return [default] * table.num_rows
+def _hash_words(column) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hashes, known mask) of a column of 16-hex-digit hashes, decoded from the Arrow buffers (no Python
+    string per row); an empty, null or malformed hash is unknown."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = pa.chunked_array(column) if not isinstance(column, pa.ChunkedArray) else column
+    col = col.cast(pa.string()).combine_chunks() if col.num_chunks != 1 else col.chunk(0).cast(pa.string())
+    n = len(col)
+    if not n:
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    known = np.asarray(pc.equal(pc.utf8_length(col), 16).fill_null(False).to_numpy(zero_copy_only=False), bool)
+    sixteen = pc.if_else(pa.array(known), col, "0" * 16).cast(pa.binary(16))
+    digits = np.frombuffer(sixteen.buffers()[1], np.uint8)[sixteen.offset * 16:(sixteen.offset + n) * 16]
+    nibbles = _HEX_DIGIT[digits].reshape(n, 16)
+    known &= ~(nibbles == 255).any(axis=1)
+    words = np.zeros(n, np.uint64)
+    for k in range(16):  # a digit at a time: no (n, 16) array of 64-bit words
+        words = (words << np.uint64(4)) | nibbles[:, k]
+    words[~known] = 0
+    return words, known
 
 
-class _Groups:
-    """Union-find over content units; a group's id is its smallest member id."""
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).astype(np.int64)
+    as_bytes = np.ascontiguousarray(x, np.uint64).view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(as_bytes, axis=1).sum(axis=1, dtype=np.int64)
 
-    def __init__(self, n: int):
-        self.parent = list(range(n))
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
+def _smallest_members(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of n nodes, the smallest node of its connected component under the edges (a[k], b[k]).
 
-    def union(self, i: int, j: int) -> None:
-        a, b = self.find(i), self.find(j)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
+    Union-find in numpy, a round over all edges at a time: each edge hooks the larger of its two roots under the
+    smaller, then every node jumps to its root. A node's label never exceeds it, so a component's smallest node
+    is its own label and, once no edge joins two labels, every member's. (Rounds: about log of the longest chain.)"""
+    label = np.arange(n, dtype=np.int64)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    while len(a):
+        la, lb = label[a], label[b]
+        apart = la != lb
+        if not apart.any():
+            break
+        la, lb = la[apart], lb[apart]
+        np.minimum.at(label, np.maximum(la, lb), np.minimum(la, lb))
+        while True:  # pointer jumping: every node to its root
+            up = label[label]
+            if np.array_equal(up, label):
+                break
+            label = up
+        a, b = a[apart], b[apart]  # an edge whose ends agree stays agreed
+    return label
 
 
 def _matrix(table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
+    """A fixed-size list column as an (n, size) float32 array: a view of the Arrow buffer when it is one chunk."""
+    col = table.column(name)
+    col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if not len(col):
         return np.zeros((0, 0), np.float32)
     flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
     return flat.reshape(len(col), -1)
 
 
+def _pair_distances(table, name: str, rows: np.ndarray, cols: np.ndarray, batch: int = 1 << 16) -> np.ndarray:
+    """L2 distance of the `name` vectors of face rows rows[k] and cols[k], taken from the Arrow column a batch of
+    pairs at a time: the whole column never becomes a numpy copy (52 floats a face: 0.37 GB at 1.8M faces)."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    out = np.zeros(len(rows), np.float32)
+    for start in range(0, len(rows), batch):
+        r, c = rows[start:start + batch], cols[start:start + batch]
+        both = _matrix(pa.table({name: column.take(pa.array(np.concatenate([r, c])))}), name)
+        out[start:start + len(r)] = np.linalg.norm(both[:len(r)] - both[len(r):], axis=1)
+    return out
+
+
 def assign(images, faces, model_id: str | None = None, rules=None) -> dict[str, str]:
-    """{path: template id} for every row of `images` (pyarrow tables of an index generation).
+    """{path: template id} for every row of `images` (pyarrow tables of an index generation): `template_ids` as
+    a dict, for callers that look files up by path (scripts, tests). A build uses `template_ids` itself."""
+    image_templates, _ = template_ids(images, faces, model_id, rules)
+    return dict(zip(images.column("path").to_pylist(), image_templates.to_pylist()))
+
+
+def template_ids(images, faces, model_id: str | None = None, rules=None):
+    """The template id of every row of `images` and of every row of `faces` (two pyarrow string arrays in the
+    tables' row order; "" for a face whose content has no image row).
 
     `model_id` is the embedder that wrote `faces`' embeddings (None: `REFERENCE_MODEL`): it sets the embedding
     limits (`face_match`); `rules`, FACE_MATCH-shaped, replaces them (scripts/fit_templates.py tries scales).
 
-    `images` needs path, sha256 and phash (status optional: failed files stay alone); `faces` needs path,
-    sha256, blendshapes and embedding. A template id is the smallest 16-hex file id (sha256 prefix) among its
-    files, so it stays put while its members do. Files with the same content share a template.
+    `images` needs sha256 and phash (dhash and status optional: without dhash, hash joins rest on the pHash alone;
+    failed files stay alone); `faces` needs sha256, blendshapes and embedding. A template id is the smallest 16-hex
+    file id (sha256 prefix) among its files, so it stays put while its members do. Files with the same content
+    share a template. Everything per row stays in Arrow and numpy: only pairs of close files are looked at.
     """
-    paths = images.column("path").to_pylist()
-    shas = images.column("sha256").to_pylist()
-    hashes = _column(images, "phash", "")
-    statuses = _column(images, "status", "faces")
-    # One unit per content: copies of a file are one unit (the faces table holds one copy's rows).
-    units = sorted({s for s in shas})
-    unit_of = {s: i for i, s in enumerate(units)}
-    unit_hash = [""] * len(units)
-    for s, h, st in zip(shas, hashes, statuses):
-        if st != "failed" and h:
-            unit_hash[unit_of[s]] = h
-    groups = _Groups(len(units))
-    hash_int, known = _hash_ints(unit_hash)
-
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    # Each face's unit, in Arrow (no Python string per face: 1.8M faces at a million files).
-    face_unit = pc.index_in(faces.column("sha256").cast(pa.string()), value_set=pa.array(units, pa.string()))
-    face_unit = np.asarray(face_unit.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
-    keep = face_unit >= 0
-    face_unit = face_unit[keep]
-    has_faces = np.zeros(len(units), bool)
-    has_faces[face_unit] = True
-    face_count = np.bincount(face_unit, minlength=len(units))
-    if faces.num_rows:
-        shapes, emb = _matrix(faces, "blendshapes"), _matrix(faces, "embedding")
-        if not keep.all():  # copies only when some face has no image row
-            shapes, emb = shapes[keep], emb[keep]
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        if not np.allclose(norms, 1.0, atol=1e-4):  # the embedders' vectors are unit already: no copy for them
-            emb = emb / np.maximum(norms, 1e-12)
-        rules = rules or face_match(model_id)
-        loosest_blend = max(b for _, b, _ in rules)
-        loosest_emb = max(e for _, _, e in rules)
-        rows, cols, d_emb = _close_vectors(emb, loosest_emb)
-        other = face_unit[rows] != face_unit[cols]
-        rows, cols, d_emb = rows[other], cols[other], d_emb[other]
-        d_blend = np.linalg.norm(shapes[rows] - shapes[cols], axis=1)
-        near = d_blend <= loosest_blend
-        for i, j, db, de in zip(rows[near], cols[near], d_blend[near], d_emb[near]):
-            ui, uj = int(face_unit[i]), int(face_unit[j])
-            bits = _bits(hash_int, known, ui, uj)
-            if bits > NEAR_PICTURE_BITS and face_count[ui] != face_count[uj]:
-                continue  # a collage holding this face, not this picture: it would bridge two templates
-            if _faces_agree(bits, float(db), float(de), rules):
-                groups.union(ui, uj)
-    # Pictures alike by their hash alone: both faceless, or one with faces and one without (two with faces need a
-    # face pair, above), so only the faceless ones are searched for.
+    shas = images.column("sha256")
+    # One unit per content, sorted: copies of a file are one unit (the faces table holds one copy's rows).
+    units = pc.unique(shas)
+    units = units.combine_chunks() if isinstance(units, pa.ChunkedArray) else units
+    units = units.take(pc.sort_indices(units))
+    n = len(units)
+    unit_of_row = np.asarray(pc.index_in(shas, value_set=units).to_numpy(zero_copy_only=False), np.int64)
+    usable = np.ones(images.num_rows, bool)
+    if "status" in images.column_names:
+        usable = np.asarray(pc.not_equal(images.column("status"), "failed").fill_null(True)
+                            .to_numpy(zero_copy_only=False), bool)
+    hash_int, known = _unit_hashes(images, "phash", unit_of_row, usable, n)
+    dhash_int, dknown = _unit_hashes(images, "dhash", unit_of_row, usable, n)
+
+    face_unit = np.asarray(pc.index_in(faces.column("sha256").cast(pa.string()), value_set=units)
+                           .fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+    face_rows = np.flatnonzero(face_unit >= 0)  # faces with an image row (all of them, in a published generation)
+    face_count = np.bincount(face_unit[face_rows], minlength=n)
+    has_faces = face_count > 0
+    edges = [_face_edges(faces, face_rows, face_unit, hash_int, known, face_count, rules or face_match(model_id))]
+
+    # Pictures alike by their hashes alone: both faceless, or one with faces and one without (two with faces need a
+    # face pair, above), so only the faceless ones are searched for. Two faceless ones beyond LONE_FACE_BITS need
+    # their dHashes to agree too where both have one (an index written before it has none: the pHash alone decides).
     idx = np.flatnonzero(known)
-    rows, cols, bits = _close_hashes(hash_int[idx], np.flatnonzero(~has_faces[idx]), SAME_PICTURE_BITS)
-    for r, c, b in zip(rows, cols, bits):
-        ui, uj = int(idx[r]), int(idx[c])
-        limit = SAME_PICTURE_BITS if not (has_faces[ui] or has_faces[uj]) else LONE_FACE_BITS
-        if b <= limit:
-            groups.union(ui, uj)
-    template_of = {}
-    for i, s in enumerate(units):
-        root = groups.find(i)
-        template_of.setdefault(root, s[:16])  # units are sorted: the first member seen is the smallest
-    return {p: template_of[groups.find(unit_of[s])] for p, s in zip(paths, shas)}
+    lo, hi, bits = _close_hashes(hash_int[idx], np.flatnonzero(~has_faces[idx]), SAME_PICTURE_BITS)
+    ui, uj = idx[lo], idx[hi]
+    faceless = ~(has_faces[ui] | has_faces[uj])
+    confirmed = ~(dknown[ui] & dknown[uj]) | (_popcount(dhash_int[ui] ^ dhash_int[uj]) <= DHASH_BITS)
+    ok = (bits <= LONE_FACE_BITS) | (faceless & confirmed)
+    edges.append((ui[ok], uj[ok]))
+
+    root = _smallest_members(n, np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges]))
+    unit_template = pc.utf8_slice_codeunits(units, 0, 16).take(pa.array(root))  # units sorted: root = smallest
+    image_templates = unit_template.take(pa.array(unit_of_row))
+    face_templates = unit_template.take(pa.array(face_unit, mask=face_unit < 0)).fill_null("")
+    return image_templates, face_templates
 
 
-def _bits(hash_int: np.ndarray, known: np.ndarray, i: int, j: int) -> int:
-    if not (known[i] and known[j]):
-        return 64  # unknown: no help from the picture, the faces must carry it alone
-    return int((int(hash_int[i]) ^ int(hash_int[j])).bit_count())
+def _unit_hashes(images, name: str, unit_of_row: np.ndarray, usable: np.ndarray, n: int):
+    """(uint64 hash, known) per unit from the `name` column of `images` (its usable rows; all unknown without it)."""
+    values, known = np.zeros(n, np.uint64), np.zeros(n, bool)
+    if name not in images.column_names:
+        return values, known
+    row_values, row_known = _hash_words(images.column(name))
+    row_known &= usable
+    values[unit_of_row[row_known]] = row_values[row_known]  # copies share their bytes, so their hash
+    known[unit_of_row[row_known]] = True
+    return values, known
 
 
-def _faces_agree(bits: int, blend: float, emb: float, rules=FACE_MATCH) -> bool:
-    """Whether a face of each file is the same face, given how alike the two whole pictures are."""
-    return any(bits <= b and blend <= bl and emb <= e for b, bl, e in rules)
+def _face_edges(faces, face_rows: np.ndarray, face_unit: np.ndarray, hash_int: np.ndarray, known: np.ndarray,
+                face_count: np.ndarray, rules) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of units (i, j) holding the same face (`_faces_agree`, judged for all close face pairs at once)."""
+    if not len(face_rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    emb = _matrix(faces, "embedding")
+    if len(face_rows) < faces.num_rows:  # copies only when some face has no image row
+        emb = emb[face_rows]
+    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))[:, None]  # (no squared copy of the matrix)
+    if not np.allclose(norms, 1.0, atol=1e-4):  # the embedders' vectors are unit already: no copy for them
+        emb = emb / np.maximum(norms, 1e-12)
+    del norms
+    rows, cols, d_emb = _close_vectors(emb, max(e for _, _, e in rules))
+    del emb
+    rows, cols = face_rows[rows], face_rows[cols]  # back to the faces table's rows
+    ui, uj = face_unit[rows], face_unit[cols]
+    other = ui != uj
+    rows, cols, ui, uj, d_emb = rows[other], cols[other], ui[other], uj[other], d_emb[other]
+    d_blend = _pair_distances(faces, "blendshapes", rows, cols)
+    bits = np.where(known[ui] & known[uj], _popcount(hash_int[ui] ^ hash_int[uj]), 64)  # unknown: faces alone
+    # Far pictures with different face counts: a collage holding this face, not this picture (it would bridge two
+    # templates).
+    collage = (bits > NEAR_PICTURE_BITS) & (face_count[ui] != face_count[uj])
+    agree = _faces_agree(bits, d_blend, d_emb, rules) & ~collage
+    return ui[agree], uj[agree]
+
+
+def _faces_agree(bits, blend, emb, rules=FACE_MATCH):
+    """Whether a face of each file is the same face, given how alike the two whole pictures are (numbers or
+    arrays of them, elementwise)."""
+    agree = np.zeros(np.broadcast(bits, blend, emb).shape, bool)
+    for b, bl, e in rules:
+        agree |= (np.asarray(bits) <= b) & (np.asarray(blend) <= bl) & (np.asarray(emb) <= e)
+    return agree

@@ -16,7 +16,7 @@ from .generation import FileRef, FileRows, file_rows
 from .plan import Task
 from .scan import sha256_bytes
 from .settings import Settings
-from .templates import perceptual_hash
+from .templates import picture_hashes
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ class Analysis:
     def run_bytes(self, ref: FileRef, data: bytes, phash_only: bool = False) -> FileRows:
         """The rows of the file whose bytes are `data`; with `phash_only`, an image row carrying only the first
         frame's perceptual hash (no face is looked for)."""
-        phash = ""
+        phash = dhash = ""
         try:
             frames = self.analyzer.frames(data)
-            if frames:  # near-duplicate grouping at publish (templates.assign)
-                phash = perceptual_hash(frames[0].rgb)
+            if frames:  # near-duplicate grouping at publish (templates.template_ids)
+                phash, dhash = picture_hashes(frames[0].rgb)
             faces = [] if phash_only else [face for frame in frames for face in self.analyzer.analyze_frame(frame)]
         except MemeIndexError as exc:
             return file_rows(ref, model_id=self.model_id, detector=self.detector, reason=str(exc))
@@ -70,7 +70,7 @@ class Analysis:
         except Exception as exc:  # noqa: BLE001 (one bad file must never stop a build)
             return file_rows(ref, model_id=self.model_id, detector=self.detector,
                              reason=f"{type(exc).__name__}: {exc}")
-        return file_rows(ref, faces, model_id=self.model_id, detector=self.detector, phash=phash)
+        return file_rows(ref, faces, model_id=self.model_id, detector=self.detector, phash=phash, dhash=dhash)
 
     def close(self) -> None:
         self.analyzer.close()

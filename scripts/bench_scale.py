@@ -79,7 +79,8 @@ def synthetic_tables(n_faces: int, dim: int, model_id: str, distribution: str, s
     images = pa.table({
         "path": paths, "path_bytes": pa.nulls(n_files, pa.binary()), "sha256": shas, "size": sizes,
         "mtime_ns": mtimes, "status": list(status), "faces": counts, "reason": [""] * n_files,
-        "phash": [os.urandom(8).hex() for _ in range(n_files)], "template": templates,
+        "phash": [os.urandom(8).hex() for _ in range(n_files)], "dhash": [os.urandom(8).hex() for _ in range(n_files)],
+        "template": templates,
         "detector": ["1"] * n_files, "run_failures": pa.array(np.zeros(n_files, np.int32))})
     images = gen.sort_images(images.cast(gen.IMAGES_SCHEMA))
 

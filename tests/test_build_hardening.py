@@ -314,13 +314,14 @@ def test_files_indexed_without_a_phash_gain_one_without_reanalysis(tmp_path, two
     run("build", two, "--index", index, "--backend", "inprocess")
     g = IndexDir(index).generation()
     images = g.images()
-    hashes = images.column("phash").to_pylist()
-    assert all(len(h) == 16 for h in hashes)
-    pq.write_table(images.set_column(images.schema.get_field_index("phash"), "phash",
-                                     pa.array([""] * images.num_rows)), g.images_path)  # as a v1 index has
+    hashes = images.select(["phash", "dhash"]).to_pylist()
+    assert all(len(h["phash"]) == len(h["dhash"]) == 16 for h in hashes)
+    for name in ("phash", "dhash"):  # as a v1 index has them
+        images = images.set_column(images.schema.get_field_index(name), name, pa.array([""] * images.num_rows))
+    pq.write_table(images, g.images_path)
     s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
     assert (s["indexed"], s["unchanged"]) == ("0", "2")
-    assert IndexDir(index).generation().images().column("phash").to_pylist() == hashes
+    assert IndexDir(index).generation().images().select(["phash", "dhash"]).to_pylist() == hashes
 
 
 def test_a_build_with_nothing_to_do_clears_stale_checkpoints(tmp_path, two):

@@ -119,6 +119,21 @@ def test_v2_failures_of_the_run_are_recognised_by_their_reason(tmp_path):
                          ).replace_schema_metadata({b"memeindex_schema": b"2"})
     assert gen.migrate_images(v2_images).column("run_failures").to_pylist() == [0, 0, 1, 1]
     assert gen.migrate_images(v2_images).schema.equals(gen.IMAGES_SCHEMA)
+    # A reader of some columns (the Searcher, `check`) gets the same: the migration's input is read with them.
+    pq.write_table(v2_images, tmp_path / gen.IMAGES_FILE)
+    g = gen.Generation(tmp_path)
+    assert g.images(["status", "run_failures"]).column("run_failures").to_pylist() == [0, 0, 1, 1]
+    assert g.images(["run_failures"]).column_names == ["run_failures"]
+    assert g.images(["path", "dhash"]).column("dhash").to_pylist() == [""] * n
+
+
+def test_v3_images_migrate_without_a_dhash(tmp_path):
+    """v3 had no difference hash: "" (unknown), so grouping joins those files on their pHash alone, as v3 did."""
+    rows = [_file("a.jpg", 1, np.random.default_rng(6)).image]
+    v3 = gen.images_table(rows).drop_columns(["dhash"]).replace_schema_metadata({b"memeindex_schema": b"3"})
+    migrated = gen.migrate_images(v3)
+    assert migrated.schema.equals(gen.IMAGES_SCHEMA) and migrated.column("dhash").to_pylist() == [""]
+    assert gen.image_rows(v3)[0].phash == rows[0].phash
 
 
 def test_facts_refuse_another_model_or_a_newer_schema(tmp_path):

@@ -15,7 +15,7 @@ from test_cli import run, save, summary
 
 pytest.importorskip("ray")
 MEMES = SHARED_DATA / "memes" / "imgflip"
-COLUMNS = ["path", "sha256", "size", "status", "faces", "reason", "phash", "template", "detector"]
+COLUMNS = ["path", "sha256", "size", "status", "faces", "reason", "phash", "dhash", "template", "detector"]
 
 
 @pytest.mark.shared

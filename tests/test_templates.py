@@ -160,3 +160,98 @@ def test_planted_near_duplicates_are_found_by_both_pair_searches(search):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["search"] == search and out["files"] == 6000 and out["faces"] > 6000
     assert out["recall"] == 1.0 and out["false_joins"] == 0, out
+
+
+def _faceless(pictures: dict[str, np.ndarray], dhash: bool = True) -> tuple[pa.Table, pa.Table]:
+    """Images and (empty) faces tables of faceless pictures: only their hashes can group them."""
+    from memeindex.templates import picture_hashes
+
+    rows = []
+    for path, rgb in pictures.items():
+        phash, dh = picture_hashes(rgb)
+        rows.append({"path": path, "sha256": hashlib.sha256(rgb.tobytes()).hexdigest(), "phash": phash,
+                     "status": "noface", **({"dhash": dh} if dhash else {})})
+    faces = pa.table({"path": pa.array([], pa.string()), "sha256": pa.array([], pa.string()),
+                      "blendshapes": pa.array([], pa.list_(pa.float32(), 52)),
+                      "embedding": pa.array([], pa.list_(pa.float32(), 64))})
+    return pa.Table.from_pylist(rows), faces
+
+
+def test_faceless_pictures_whose_phashes_meet_by_chance_are_kept_apart_by_the_dhash():
+    """skimage's checkerboard and a grey ramp (light at the top) are unrelated pictures whose pHashes lie within
+    SAME_PICTURE_BITS: the pHash alone joined them; their difference hashes disagree, so now they stay apart, while
+    resized, recompressed and captioned copies of a photo still join. An index without dhash (written before it)
+    or a file without one groups on the pHash alone, as before."""
+    import skimage.data
+
+    from memeindex.templates import DHASH_BITS, SAME_PICTURE_BITS
+
+    rocket = skimage.data.rocket()
+    pictures = {"checkerboard.png": np.stack([skimage.data.checkerboard()] * 3, axis=-1),
+                "ramp.png": np.tile(np.linspace(220, 40, 300).astype(np.uint8)[:, None, None], (1, 400, 3)),
+                "rocket.jpg": rocket, "copies/rocket-small.jpg": _jpeg(_resize(rocket, 0.35), 30),
+                "copies/rocket-captioned.jpg": _captioned(rocket, "LIFTOFF")}
+    images, faces = _faceless(pictures)
+    row = {r["path"]: r for r in images.to_pylist()}
+    assert hash_distance(row["checkerboard.png"]["phash"], row["ramp.png"]["phash"]) <= SAME_PICTURE_BITS
+    assert hash_distance(row["checkerboard.png"]["dhash"], row["ramp.png"]["dhash"]) > DHASH_BITS
+    groups = assign(images, faces)
+    assert groups["checkerboard.png"] != groups["ramp.png"], groups
+    assert len({groups[p] for p in pictures if "rocket" in p}) == 1, groups
+    assert groups["rocket.jpg"] not in (groups["checkerboard.png"], groups["ramp.png"])
+
+    old, _ = _faceless(pictures, dhash=False)
+    assert assign(old, faces)["checkerboard.png"] == assign(old, faces)["ramp.png"]  # the pHash alone decides
+    unknown = images.set_column(images.schema.get_field_index("dhash"), "dhash",
+                                pa.array(["" if p == "ramp.png" else row[p]["dhash"] for p in pictures]))
+    groups = assign(unknown, faces)
+    assert groups["checkerboard.png"] == groups["ramp.png"] and len(set(groups.values())) == 2
+
+
+def test_template_ids_give_each_row_its_template_in_row_order():
+    """What a build writes: per images row and per faces row, in the tables' order (a face's is its file's)."""
+    from memeindex.templates import template_ids
+
+    rng = np.random.default_rng(0)
+    shas = [f"{i:x}" * 64 for i in range(1, 5)]
+    images = pa.table({"path": ["d.jpg", "a.jpg", "c.jpg", "b.jpg"], "sha256": [shas[3], shas[0], shas[2], shas[0]],
+                       "phash": ["0" * 16, "f" * 16, "", "f" * 16], "status": ["noface", "faces", "failed", "faces"]})
+    emb = rng.standard_normal((2, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    faces = pa.table({"path": ["a.jpg", "a.jpg"], "sha256": [shas[0]] * 2,
+                      "blendshapes": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(104, np.float32)), 52),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 64)})
+    image_ids, face_ids = template_ids(images, faces)
+    assert image_ids.to_pylist() == [shas[3][:16], shas[0][:16], shas[2][:16], shas[0][:16]]
+    assert face_ids.to_pylist() == [shas[0][:16]] * 2
+    assert assign(images, faces) == dict(zip(images.column("path").to_pylist(), image_ids.to_pylist()))
+
+
+def test_close_hashes_give_each_pair_once():
+    from memeindex.templates import _close_hashes
+
+    hashes = np.array([0, 0b111, 0xFFFF_FFFF_0000_0000, 0b1], np.uint64)
+    lo, hi, bits = _close_hashes(hashes, np.array([0, 1, 3]), 4)  # 0-1, 0-3 and 1-3 are found from both sides
+    assert sorted(zip(lo.tolist(), hi.tolist(), bits.tolist())) == [(0, 1, 3), (0, 3, 1), (1, 3, 2)]
+
+
+def test_union_of_pairs_labels_each_node_with_its_components_smallest_node():
+    from memeindex.templates import _smallest_members
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    a, b = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
+    chain = np.arange(n - 1, 1500, -1)  # a long chain given from its far end: many rounds of hooking
+    a, b = np.concatenate([a, chain]), np.concatenate([b, chain - 1])
+    parent = list(range(n))  # the reference: a plain union-find
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in zip(a.tolist(), b.tolist()):
+        ri, rj = find(i), find(j)
+        parent[max(ri, rj)] = min(ri, rj)
+    assert _smallest_members(n, a, b).tolist() == [find(i) for i in range(n)]
+    assert _smallest_members(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
