@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .backends import BACKENDS
 from .errors import MemeIndexError
 from .settings import Settings
 
@@ -90,7 +91,7 @@ def _check_index_type(ctx, param, value):
 @click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", callback=_at_least_one,
               help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--backend", type=click.Choice(["pool", "inprocess", "ray"]), envvar="MEMEINDEX_BACKEND",
+@click.option("--backend", type=click.Choice(BACKENDS), envvar="MEMEINDEX_BACKEND",
               help="Where files are analysed: local processes (default), this process (inprocess: no per-file "
               "time limit, a file that hangs the decoder hangs the build), or Ray.")
 @click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",

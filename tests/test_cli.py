@@ -336,3 +336,14 @@ def test_index_type_is_chosen_recorded_and_refused_when_unknown(tmp_path, folder
     (IndexDir(index).current() / "index.json").write_text(json.dumps({**facts, "index_type": "diskann"}))
     refused = run("query", grace_path, "--index", index)
     assert refused.exit_code == IndexTypeUnsupported.exit_code and "diskann" in refused.output and "--rebuild" in refused.output
+
+
+def test_help_imports_no_heavy_library():
+    """`memeindex --help` stays instant: the CLI module (and the backend names it offers) imports no numerical,
+    image, model or cluster library; each command imports what it needs when it runs."""
+    code = ("import sys; from click.testing import CliRunner; from memeindex.cli import main; "
+            "assert CliRunner().invoke(main, ['build', '--help']).exit_code == 0; "
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'faiss', 'PIL', 'cv2', 'mediapipe', 'ray', 'tqdm') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

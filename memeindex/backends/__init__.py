@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
-from ..generation import FileRows
-from ..plan import Task
-from ..settings import Settings
+if TYPE_CHECKING:  # annotations only: the CLI reads BACKENDS from here, and --help stays free of pyarrow
+    from ..generation import FileRows
+    from ..plan import Task
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("pool", "inprocess", "ray")
+BACKENDS = ("pool", "inprocess", "ray")  # the names `build --backend` and MEMEINDEX_BACKEND take
 
 
 class Backend(Protocol):
