@@ -15,7 +15,22 @@ from .backends import BACKENDS
 from .errors import MemeIndexError
 from .settings import Settings
 
+
+
+class EnvOption(click.Option):
+    """An option that may come from a MEMEINDEX_* variable: a bad value that came from the variable is refused
+    naming the variable (click names the option, which the user never typed: `MEMEINDEX_WORKERS=0` read as
+    "Invalid value for '--workers'")."""
+
+    def get_error_hint(self, ctx) -> str:
+        if (ctx is not None and isinstance(self.envvar, str)
+                and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT):
+            return self.envvar
+        return super().get_error_hint(ctx)
+
+
 INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_INDEX",
+                     cls=EnvOption,
                      callback=lambda ctx, param, value: value or Settings.from_env().index_dir,
                      help="Index folder (default: $MEMEINDEX_INDEX, else ~/.local/share/memeindex/default; "
                           "never relative to the current folder).")
@@ -60,16 +75,6 @@ def main(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def _at_least_one(ctx, param, value):
-    """Fewer than one is a usage error (exit 2) naming what the user set: the option, or the variable it came from
-    (the library's own check names its argument, `workers=0`, which the user never typed)."""
-    if value is None or value >= 1:
-        return value
-    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
-        raise click.BadParameter(f"{value} is out of range: 1 or more", param_hint=param.envvar)
-    raise click.BadParameter(f"{value} is out of range: 1 or more", param_hint=f"'{param.opts[0]}'")
-
-
 def _check_index_type(ctx, param, value):
     """A typo in --index-type is a usage error (exit 2), found before the build starts."""
     if value is None:
@@ -88,15 +93,16 @@ def _check_index_type(ctx, param, value):
 @click.option("--retry-failed", is_flag=True,
               help="Analyse every file that failed again (e.g. after installing a HEIC decoder). Without it only "
               "files the run made fail (time limit, a worker that died) are retried.")
-@click.option("--workers", type=int, envvar="MEMEINDEX_WORKERS", callback=_at_least_one,
+@click.option("--workers", type=click.IntRange(min=1), envvar="MEMEINDEX_WORKERS", cls=EnvOption,
               help="Worker processes (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--backend", type=click.Choice(BACKENDS), envvar="MEMEINDEX_BACKEND",
+@click.option("--backend", type=click.Choice(BACKENDS), envvar="MEMEINDEX_BACKEND", cls=EnvOption,
               help="Where files are analysed: local processes (default), this process (inprocess: no per-file "
               "time limit, a file that hangs the decoder hangs the build), or Ray.")
-@click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS",
+@click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS", cls=EnvOption,
               help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
-@click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", metavar="TYPE", callback=_check_index_type,
+@click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", cls=EnvOption, metavar="TYPE",
+              callback=_check_index_type,
               help="FAISS index: auto (default: exact for small collections, ivfsq above), flat (exact), hnsw, "
               "ivfsq or ivfpq (approximate). Recorded in index.json with the recall@3 measured at build time.")
 @click.option("--fast", is_flag=True,
@@ -219,7 +225,7 @@ def models():
 
 
 @models.command("fetch")
-@click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS",
+@click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS", cls=EnvOption,
               help="Where models live (default: models/ of the checkout).")
 @click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds per network attempt.")
 @JSON
@@ -307,8 +313,9 @@ def download_urls(url_list, dest, allow_private, progress, as_json):
 
 @main.command()
 @INDEX
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMEINDEX_HOST")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="MEMEINDEX_PORT")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMEINDEX_HOST", cls=EnvOption)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="MEMEINDEX_PORT",
+              cls=EnvOption)
 def serve(index_dir, host, port):
     """Serve the search API and the live webcam page."""
     from .server import serve as run_server
