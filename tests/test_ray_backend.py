@@ -12,6 +12,7 @@ from memeindex.plan import Task
 from memeindex.settings import Settings
 
 ray = pytest.importorskip("ray")
+LIMIT = 3.0  # seconds: far above a fake file's round trip on a crowded machine, far below a hang
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +58,17 @@ def _tasks(root, *names):
 def test_a_file_done_while_the_driver_was_busy_past_its_limit_is_done_once(local_ray, tmp_path, monkeypatch):
     """One actor holds a and b; b runs while the driver's caller keeps it busy with a's rows (a checkpoint) for
     longer than the limit. b's rows are there when the driver looks again: b is done, not failed as a hang."""
-    backend = _backend(monkeypatch, tmp_path, fake_analyzer(), file_timeout=1.0)
+    backend = _backend(monkeypatch, tmp_path, fake_analyzer(), file_timeout=LIMIT)
     seen = []
     for rows in backend.analyze(_tasks(tmp_path, "a", "b", "c")):
         seen.append((rows.image.path, rows.image.status))
         if len(seen) == 1:
-            time.sleep(2.5)
+            time.sleep(LIMIT + 2)
     assert sorted(seen) == [("a", "noface"), ("b", "noface"), ("c", "noface")]
 
 
 def test_a_hanging_file_fails_once_at_its_limit_and_the_rest_goes_on(local_ray, tmp_path, monkeypatch):
-    backend = _backend(monkeypatch, tmp_path, fake_analyzer(), file_timeout=1.0, max_file_bytes=100)
+    backend = _backend(monkeypatch, tmp_path, fake_analyzer(), file_timeout=LIMIT, max_file_bytes=100)
     tasks = _tasks(tmp_path, "a", "hang", "b", "big", "gone")
     (tmp_path / "big").write_bytes(bytes(101))
     (tmp_path / "gone").unlink()  # removed since the scan
