@@ -120,7 +120,8 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
         width, height = img.size
         if width * height > hard_max_pixels:
             raise ImageTooLarge(f"{width}x{height} is over the {hard_max_pixels:,}-pixel cap")
-        n_frames = getattr(img, "n_frames", 1)
+        with _decoding(stream, hard_max_pixels):  # a TIFF's n_frames reads every page's header
+            n_frames = getattr(img, "n_frames", 1)
         if only is not None:
             wanted: Iterable[int] = [only if 0 <= only < n_frames else 0]
         else:

@@ -103,6 +103,20 @@ def test_not_an_image(data):
         decode(data)
 
 
+def test_tiff_whose_second_page_has_no_size_is_not_an_image():
+    # found by test_properties: Pillow's n_frames reads every page's header and raised TypeError("Missing dimensions")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "TIFF", save_all=True, append_images=[Image.new("RGB", (8, 8))])
+    data = bytearray(buf.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for entry in range(second + 2, second + 2 + 12 * struct.unpack_from("<H", data, second)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == 256:  # ImageWidth
+            struct.pack_into("<H", data, entry, 0x7FFF)  # an unknown tag instead
+    with pytest.raises(NotAnImage):
+        decode(bytes(data))
+
+
 def test_truncated_jpeg(grace_rgb):
     data = _encode(Image.fromarray(grace_rgb), "JPEG")
     with pytest.raises(NotAnImage, match="corrupt|truncated"):
