@@ -86,6 +86,16 @@ def inference_threads(processes: int) -> int:
     return max(1, cores // max(1, processes))
 
 
+def over_time_limit(timeout: float) -> str:
+    """The reason of a file cut at the per-file time limit (settings.file_timeout), whichever backend cut it."""
+    return f"took longer than the {timeout:g} s per-file limit (MEMEINDEX_FILE_TIMEOUT)"
+
+
+def worker_died(why: str) -> str:
+    """The reason of a file whose worker process or actor died holding it (`why`: a signal, an exit code)."""
+    return f"the worker analysing it died ({why})"
+
+
 def failed_rows(task: Task, reason: str, model_id: str, detector: str, by_run: bool = False) -> FileRows:
     """The rows of a task that failed; `by_run`: the run made it fail, not the file (the next builds retry it). A
     worker marks this run's failure as 1; the builds in a row before it are the driver's to add (indexer._analyze)."""

@@ -112,10 +112,11 @@ class PoolBackend:
         self._ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
         self.pids: list[int] = []  # worker pids, for tests and monitors
 
-    def _failed(self, task: Task, reason: str, by_run: bool = False) -> FileRows:
+    def _failed(self, task: Task, reason: str) -> FileRows:
+        """A file the run made fail (its worker died, its time limit): the next builds retry it."""
         from ..workers import failed_rows
 
-        return failed_rows(task, reason, self.model_id, self.detector, by_run)
+        return failed_rows(task, reason, self.model_id, self.detector, by_run=True)
 
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
         pending = deque(tasks)
@@ -123,7 +124,7 @@ class PoolBackend:
             return
         timeout = self.settings.file_timeout
         n = max(1, min(self.workers, len(pending)))
-        from ..workers import inference_threads
+        from ..workers import inference_threads, over_time_limit, worker_died
 
         self._threads = inference_threads(n)
         workers = [_Worker(self._ctx, self.root, self.settings, self._threads, self._factory) for _ in range(n)]
@@ -166,7 +167,7 @@ class PoolBackend:
                         code = w.process.exitcode
                         if w.task is not None:
                             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                            yield self._failed(w.task, f"the worker analysing it died ({why})", by_run=True)
+                            yield self._failed(w.task, worker_died(why))
                         elif not w.ready:
                             deaths_before_ready += 1
                             if deaths_before_ready > 2 * n:
@@ -174,8 +175,7 @@ class PoolBackend:
                         w.kill()
                         workers[i] = self._respawn(pending)
                     elif timeout > 0 and w.task is not None and time.monotonic() - w.started > timeout:
-                        yield self._failed(w.task, f"took longer than the {timeout:g} s per-file limit "
-                                                   "(MEMEINDEX_FILE_TIMEOUT)", by_run=True)
+                        yield self._failed(w.task, over_time_limit(timeout))
                         w.task = None
                         w.kill()
                         workers[i] = self._respawn(pending)

@@ -80,7 +80,7 @@ class RayBackend:
         return failed_rows(task, reason, self.model_id, self.detector, by_run=True)
 
     def analyze(self, tasks: Iterable[Task]) -> Iterator[FileRows]:
-        from ..workers import read_file, unreadable
+        from ..workers import over_time_limit, read_file, unreadable, worker_died
 
         ray = self._ray
         died = ray.exceptions.RayActorError
@@ -180,7 +180,7 @@ class RayBackend:
                                 continue
                             yield rows
                         if len(unfinished) == 1:
-                            yield self._failed(unfinished[0], f"the worker analysing it died ({type(exc).__name__})")
+                            yield self._failed(unfinished[0], worker_died(type(exc).__name__))
                         else:
                             suspects.update(t.rel for t in unfinished)
                             pending.extendleft(reversed(unfinished))
@@ -196,8 +196,7 @@ class RayBackend:
                         if ray.wait([queue[0]], timeout=0)[0]:
                             continue  # it finished as its limit passed (while the driver was busy): collected next
                         head = task_of.pop(queue.popleft())[0]
-                        yield self._failed(head, f"took longer than the {timeout:g} s per-file limit "
-                                                 "(MEMEINDEX_FILE_TIMEOUT)")
+                        yield self._failed(head, over_time_limit(timeout))
                         start(i)
         finally:
             for actor in actors:
