@@ -388,7 +388,14 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     face_unit = np.asarray(pc.index_in(faces.column("sha256").cast(pa.string()), value_set=units)
                            .fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
     face_rows = np.flatnonzero(face_unit >= 0)  # faces with an image row (all of them, in a published generation)
-    face_count = np.bincount(face_unit[face_rows], minlength=n)
+    # Faces a picture holds: one copy's (a build writes each copy's rows), or two copies of a one-face meme would
+    # pass for a two-face collage (_face_edges).
+    paths = images.column("path")
+    paths = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
+    face_file = np.asarray(pc.index_in(faces.column("path"), value_set=paths).fill_null(-1)
+                           .to_numpy(zero_copy_only=False), np.int64)[face_rows]
+    unit_files = np.unique(face_unit[face_rows] * (len(paths) + 1) + face_file + 1) // (len(paths) + 1)
+    face_count = np.bincount(face_unit[face_rows], minlength=n) // np.maximum(np.bincount(unit_files, minlength=n), 1)
     has_faces = face_count > 0
     edges = [_face_edges(faces, face_rows, face_unit, hash_int, known, face_count, rules or face_match(model_id))]
 

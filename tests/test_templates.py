@@ -118,6 +118,20 @@ def test_a_collage_of_two_memes_does_not_merge_them(analyzer, grace_rgb, astrona
     assert len({groups["grace.jpg"], groups["astronaut.png"]}) == 2, groups  # they merged through the collage
 
 
+def test_two_copies_of_a_one_face_meme_do_not_pass_for_a_collage(analyzer, grace_rgb, astronaut_rgb):
+    h = astronaut_rgb.shape[0]
+    grace = np.asarray(Image.fromarray(grace_rgb).resize((round(grace_rgb.shape[1] * h / grace_rgb.shape[0]), h)))
+    pictures = {"grace.jpg": grace_rgb, "two-people.jpg": np.concatenate([grace, astronaut_rgb], axis=1)}
+    images, faces = _tables(analyzer, pictures)
+    copy = images.filter(pa.compute.equal(images.column("path"), "grace.jpg")).to_pylist()[0]
+    copy_faces = faces.filter(pa.compute.equal(faces.column("path"), "grace.jpg")).to_pylist()
+    images = pa.concat_tables([images, pa.Table.from_pylist([{**copy, "path": "copy/grace.jpg"}], images.schema)])
+    faces = pa.concat_tables([faces, pa.Table.from_pylist([{**f, "path": "copy/grace.jpg"} for f in copy_faces],
+                                                          faces.schema)])  # a build writes each copy's rows
+    groups = assign(images, faces, analyzer.embedder.model_id)
+    assert groups["grace.jpg"] == groups["copy/grace.jpg"] != groups["two-people.jpg"], groups
+
+
 def test_copies_share_a_template_and_an_unknown_hash_stays_alone(analyzer, grace_rgb):
     images, faces = _tables(analyzer, {"a/grace.jpg": grace_rgb})
     row = images.to_pylist()[0]
