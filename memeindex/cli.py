@@ -357,14 +357,19 @@ def format_variant_count(count: int) -> str:
 def format_match(match, rank: int) -> str:
     """One row of a result table (a `search.Match`): rank, score, distance, path, shared traits, variants, a weak
     label."""
+    from .generation import shown_path
+
     shared = f"  [{format_traits(match.traits)}]" if match.traits else ""
     variants = f"  {format_variant_count(match.variants_total)}" if match.variants_total else ""
     weak = "  (weak match)" if match.weak else ""
-    return f"{rank:>2}  {match.score * 100:4.0f}%  {match.distance:5.3f}  {match.path}{shared}{variants}{weak}"
+    return (f"{rank:>2}  {match.score * 100:4.0f}%  {match.distance:5.3f}  {shown_path(match.path)}{shared}{variants}"
+            f"{weak}")
 
 
 def format_query(result) -> str:
     """A photo query (a `search.QueryResult`): which face was asked, then one row per match and its variants."""
+    from .generation import shown_path
+
     f = result.query_face
     lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
              f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
@@ -372,7 +377,8 @@ def format_query(result) -> str:
     for rank, m in enumerate(result.matches, 1):
         lines.append(format_match(m, rank))
         if m.variants:
-            lines.append(f"{'':>21}also: {_some([v.path for v in m.variants], VARIANTS_SHOWN, m.variants_total)}")
+            shown = [shown_path(v.path) for v in m.variants]
+            lines.append(f"{'':>21}also: {_some(shown, VARIANTS_SHOWN, m.variants_total)}")
     if not result.matches:
         lines.append("    (the index holds no faces)")
     if not result.calibrated:

@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -115,8 +116,12 @@ def stored_path(rel: str) -> tuple[str, bytes | None]:
 
 
 def shown_path(rel: str) -> str:
-    """How a relative path is shown to people (logs, tables, `--json`): a name that is not UTF-8 with `\\xNN`."""
-    return stored_path(rel)[0]
+    """How a path is shown to people in a line of text (logs, tables): a name that is not UTF-8 with `\\xNN`, as
+    stored, and so are control characters (a newline in a name would split a `skipping` line or a table row)."""
+    return _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", stored_path(rel)[0])
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def fs_path(path: str, path_bytes: bytes | None) -> str:

@@ -78,10 +78,12 @@ def test_skip_lines_show_a_non_utf8_name_as_the_index_does(tmp_path):
     root.mkdir()
     (root / os.fsdecode(b"broken\xff.jpg")).write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")  # fails analysis
     os.mkfifo(root / os.fsdecode(b"pipe\xfe.jpg"))  # skipped by the scan
+    (root / "new\nline.jpg").write_bytes(b"not an image")  # a newline in a name must not split its skip line
     result = run("build", root, "--index", tmp_path / "index", "--backend", "inprocess")
     assert result.exit_code == 0, result.output
     assert "skipping broken\\xff.jpg: " in result.stderr
     assert "skipping pipe\\xfe.jpg: not a regular file" in result.stderr
+    assert "skipping new\\x0aline.jpg: not an image Pillow can read\n" in result.stderr
     assert "\\udc" not in result.stderr  # never Python's surrogate escapes
 
 

@@ -46,6 +46,14 @@ def test_match_rows_line_up_under_the_header():
     assert [r.index(p) for r, p in zip(rows, ("a.jpg", "b.png", "c.gif"))] == [header.index("meme")] * 3
 
 
+def test_a_file_name_holding_a_newline_stays_on_its_row():
+    m = match("new\nline.jpg", 0.9)
+    m.variants, m.variants_total = [Variant("1" * 16, "tab\there.jpg")], 1
+    table = format_query(result([m]))
+    assert "new\\x0aline.jpg" in table and "also: tab\\x09here.jpg" in table and len(table.splitlines()) == 4
+    assert m.to_dict()["path"] == "new\nline.jpg"  # --json keeps the name as it is (JSON escapes it)
+
+
 def test_query_table_caps_a_long_variant_list_but_json_keeps_it():
     many = match("top.jpg", 0.9, variants=VARIANTS_SHOWN + 7)
     few = match("two.jpg", 0.5, variants=VARIANTS_SHOWN)
