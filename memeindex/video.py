@@ -180,8 +180,9 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
         step = 1.0 / fps
         groups = merge_short(split(samples, breaks, change, gap), min_duration, change, step, gap)
         segments = []
-        for g in groups:
-            segments.append(Segment(start=g[0].t, end=g[-1].t + step, frames=len(g), box=g[len(g) // 2].box,
+        for g, following in zip(groups, groups[1:] + [None]):
+            end = g[-1].t + step if following is None else min(g[-1].t + step, following[0].t)  # never overlapping
+            segments.append(Segment(start=g[0].t, end=end, frames=len(g), box=g[len(g) // 2].box,
                                     matches=searcher.search_vector(_mean(g), k, _mean_blendshapes(g))))
         log.info("%s: %d sampled faces, %d segment(s)", path, len(samples), len(segments))
         return segments

@@ -26,6 +26,7 @@ def test_two_faces_two_segments(searcher, tmp_path):
     assert len(segments) == 2
     first, second = segments
     assert abs(second.start - 2.0) <= 0.5 and first.start == 0.0 and second.end == pytest.approx(4.0, abs=0.3)
+    assert first.end <= second.start  # one face's span ends where the next one's begins, not after it
     assert who(first) == "grace" and who(second) == "astronaut"
     assert [m.id for m in first.matches] != [m.id for m in second.matches]
     assert all(len(s.matches) == 3 for s in segments) and first.frames >= 6
