@@ -874,7 +874,7 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
 def _root_notes(root: Path, images: pa.Table) -> list[str]:
     """The indexed image files as they are now (not damage: the next build brings the index up to date)."""
     if not root.is_dir():
-        return [f"the image folder {root} is not there (a build refuses to run until it is back)"]
+        return [f"the image folder {shown_path(str(root))} is not there (a build refuses to run until it is back)"]
     gone = changed = 0
     for key, size, mtime in zip(row_keys(images), images.column("size").to_pylist(),
                                 images.column("mtime_ns").to_pylist()):
@@ -885,7 +885,7 @@ def _root_notes(root: Path, images: pa.Table) -> list[str]:
             continue
         changed += (st.st_size, st.st_mtime_ns) != (size, mtime)
     if gone or changed:
-        return [f"{gone} indexed file(s) gone and {changed} changed under {root} since the build "
+        return [f"{gone} indexed file(s) gone and {changed} changed under {shown_path(str(root))} since the build "
                 "(the next build updates the index)"]
     return []
 

@@ -137,7 +137,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.failed = sum(r.status == "failed" for r in images)
         nothing_changed = (previous is not None and not rebuild and len(work.keep) == len(prev_images)
                            and not work.reuse and not analysed and not work.rehash and previous.facts.get("detector") == detector
-                           and vectors.requested_type(previous.facts) == index_type)
+                           and vectors.requested_type(previous.facts) == index_type
+                           and previous.facts.get("root") == str(root))  # a moved folder: the server opens files there
         if nothing_changed:  # keep the generation: a re-run does no work, not even a rewrite
             summary.faces = previous.facts.get("count", prev_faces.num_rows)
             checkpoints.clear()  # leftovers of a killed build whose files are gone: nothing left to resume

@@ -2,7 +2,6 @@
 
 Usage: python scripts/demo_images.py OUT_DIR
 """
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -38,4 +37,9 @@ def _side_by_side(a: Image.Image, b: Image.Image) -> Image.Image:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "indexes/demo-images"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=Path("indexes/demo-images"),
+                        help="folder to write the pictures into (default: indexes/demo-images)")
+    main(parser.parse_args().out_dir)

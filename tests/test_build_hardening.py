@@ -71,6 +71,22 @@ def test_index_folder_with_a_non_utf8_name_builds_answers_and_resumes(tmp_path, 
     q = json.loads(run("query", grace_path, "--index", index, "--json").stdout)
     assert q["matches"][0]["path"] == "grace.jpg"
     assert summary(run("build", two, "--index", index))["unchanged"] == "2"
+    odd_root = two.rename(tmp_path / os.fsdecode(b"memes-\xfe"))  # the image folder too
+    assert summary(run("build", odd_root, "--index", index))["unchanged"] == "2"
+    (odd_root / "wall.png").unlink()
+    checked = run("check", "--index", index)
+    assert checked.exit_code == 0 and "memes-\\xfe since the build" in checked.stdout, checked.output
+
+
+def test_a_moved_image_folder_is_recorded_by_the_next_build_though_no_file_changed(tmp_path, two):
+    index = tmp_path / "index"
+    run("build", two, "--index", index, "--backend", "inprocess")
+    moved = two.rename(tmp_path / "moved")
+    assert summary(run("build", moved, "--index", index))["unchanged"] == "2"
+    from memeindex.status import index_info
+
+    assert index_info(index)["root"] == str(moved)  # it kept the old folder: the server then found no file
+    assert "note:" not in run("check", "--index", index).stdout
 
 
 def test_skip_lines_show_a_non_utf8_name_as_the_index_does(tmp_path):
