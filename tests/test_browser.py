@@ -106,12 +106,14 @@ def test_live_camera_shows_three_memes(browser_bins, server, tmp_path, width, he
         driver.quit()
 
 
-def test_upload_fallback(browser_bins, server, tmp_path):
+@pytest.mark.parametrize("name", ["astronaut.jpg", "astronaut.heic"])  # HEIC: Chromium cannot draw it, the server reads it
+def test_upload_fallback(browser_bins, server, tmp_path, name):
     from PIL import Image
     from selenium.webdriver.common.by import By
 
+    pytest.importorskip("pillow_heif").register_heif_opener()
     camera = media.write_y4m(tmp_path / "grace.y4m", media.grace())
-    photo = tmp_path / "astronaut.jpg"
+    photo = tmp_path / name
     Image.fromarray(media.astronaut()).save(photo)
     driver = chrome(browser_bins, camera, 1280, 860)
     try:
@@ -122,7 +124,7 @@ def test_upload_fallback(browser_bins, server, tmp_path):
                          [t["name"] for t in d.execute_script(TILES_JS)][:1] == ["astronaut"] and
                          d.execute_script(TILES_JS))
         ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / "browser-upload.png"))
+        driver.save_screenshot(str(ARTIFACTS / f"browser-upload-{photo.suffix[1:]}.png"))
         assert len(names) == 3
     finally:
         driver.quit()

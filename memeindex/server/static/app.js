@@ -74,11 +74,13 @@ function toBlob(canvas) {
   return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
 }
 
-async function search(canvas, k, live) {
+// `canvas`: the picture searched (a camera frame, a drawn photo); `file`: a photo sent as it is instead (one this
+// browser cannot draw), with no canvas to show it on.
+async function search(canvas, k, live, file = null) {
   state.busy = true;
   try {
     const form = new FormData();
-    form.append("image", await toBlob(canvas), "frame.jpg");
+    form.append("image", file || await toBlob(canvas), file ? file.name : "frame.jpg");
     form.append("k", String(k));
     const response = await fetch("/api/search", { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
@@ -188,11 +190,11 @@ function render(list) {
 }
 
 function drawBox(box, source) {
-  overlay.width = source.width;
-  overlay.height = source.height;
+  overlay.width = source ? source.width : 0;
+  overlay.height = source ? source.height : 0;
   const ctx = overlay.getContext("2d");
   ctx.clearRect(0, 0, overlay.width, overlay.height);
-  if (!box) return;
+  if (!box || !source) return;
   ctx.lineWidth = Math.max(2, source.width / 160);
   ctx.strokeStyle = "#ffcc33";
   ctx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
@@ -201,12 +203,19 @@ function drawBox(box, source) {
 // -- photos: upload and drag-and-drop ----------------------------------------------------------------
 async function searchFile(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) { setStatus(`${file.name} is not an image.`, true); return; }
+  if (file.type && !file.type.startsWith("image/")) { setStatus(`${file.name} is not an image.`, true); return; }
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   } catch (err) {
-    setStatus(`Cannot read ${file.name} as an image.`, true);
+    // A format this browser cannot draw (HEIC, in most): the server's decoder reads it, so it goes as it is,
+    // without a preview; the server says so if it cannot read it either.
+    still.removeAttribute("src");
+    setMode("file");
+    still.hidden = true;
+    setStatus(`Searching ${file.name}…`);
+    while (state.busy) await new Promise((r) => setTimeout(r, 50));
+    await search(null, SHOW, false, file);
     return;
   }
   const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
