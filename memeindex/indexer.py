@@ -86,7 +86,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise RootMissing(f"image folder {root} {what}: refusing to touch the index")
-    scan = walk(root)
+    scan = walk(root, skip=idx.path)  # an index kept among the images: its own files are not memes
     if not scan.files:
         raise RootMissing(f"image folder {root} holds no files: refusing to wipe the index")
     summary = BuildSummary(model_id=model_id, detector=detector, backend=backend_name)

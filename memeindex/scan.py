@@ -38,9 +38,11 @@ class ScanResult:
     unstatted: list[str] = field(default_factory=list)  # files whose stat failed (also in `skipped`)
 
 
-def walk(root: Path) -> ScanResult:
-    """Candidate files below `root`, sorted by path. The content decides later what is an image, not the name."""
+def walk(root: Path, skip: Path | None = None) -> ScanResult:
+    """Candidate files below `root`, sorted by path. The content decides later what is an image, not the name.
+    `skip`: a folder below the root not looked into (the index being built, when it lives among the images)."""
     root = Path(root)
+    skip_path = os.path.realpath(skip) if skip is not None else None
     out = ScanResult()
 
     def on_error(exc: OSError) -> None:  # os.walk calls it for a folder it could not list
@@ -51,6 +53,7 @@ def walk(root: Path) -> ScanResult:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
         visible = sorted(d for d in dirnames if not d.startswith("."))
         out.hidden += len(dirnames) - len(visible)
+        visible = [d for d in visible if os.path.join(dirpath, d) != skip_path]
         for d in [d for d in visible if os.path.islink(os.path.join(dirpath, d))]:
             out.skipped.append((_rel(os.path.join(dirpath, d), root), "symlink to a folder (not followed)"))
             visible.remove(d)

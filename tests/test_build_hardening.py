@@ -89,6 +89,13 @@ def test_a_moved_image_folder_is_recorded_by_the_next_build_though_no_file_chang
     assert "note:" not in run("check", "--index", index).stdout
 
 
+def test_an_index_kept_among_the_images_is_not_scanned(tmp_path, two):
+    index = two / "index"  # `memeindex build . --index index`
+    run("build", two, "--index", index, "--backend", "inprocess")
+    again = summary(run("build", two, "--index", index, "--backend", "inprocess"))
+    assert (again["ignored"], again["unchanged"], again["images"]) == ("0", "2", "2")  # its files were 'ignored'
+
+
 def test_skip_lines_show_a_non_utf8_name_as_the_index_does(tmp_path):
     root = tmp_path / "memes"
     root.mkdir()
