@@ -117,7 +117,7 @@ def paired(files: list[Path], root: Path, models_dir: Path) -> int:
     analyzer.frames = _cpu_timed(analyzer.frames, parts, "decode")
     analyzer.detector.detect = _cpu_timed(analyzer.detector.detect, parts, "detect")
     analyzer.embedder.embed = _cpu_timed(analyzer.embedder.embed, parts, "embed")
-    workers.perceptual_hash = _cpu_timed(workers.perceptual_hash, parts, "pHash")
+    workers.picture_hashes = _cpu_timed(workers.picture_hashes, parts, "pHash")
     plain_s = build_s = plain_cpu = build_cpu = 0.0
     plain_faces = build_faces = 0
     for i, path in enumerate(files):
