@@ -32,8 +32,8 @@ class EnvOption(click.Option):
 INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_INDEX",
                      cls=EnvOption,
                      callback=lambda ctx, param, value: value or Settings.from_env().index_dir,
-                     help="Index folder (default: $MEMEINDEX_INDEX, else ~/.local/share/memeindex/default; "
-                          "never relative to the current folder).")
+                     help="Index folder (default: $MEMEINDEX_INDEX, else ~/.local/share/memeindex/default, the "
+                          "same from any folder).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
