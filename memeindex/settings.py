@@ -62,7 +62,7 @@ class Settings:
     workers: int = max(1, os.cpu_count() or 1)
     max_pixels: int = 4_000_000  # frames are downscaled to this before detection
     hard_max_pixels: int = 250_000_000  # beyond this a file is refused unread (decompression bomb)
-    max_frames: int = 3  # frames sampled from an animated GIF/WebP
+    max_frames: int = 3  # frames a build samples from an animated GIF/WebP (a query: pipeline.QUERY_FRAMES)
     max_faces: int = 8  # faces kept per frame, largest first
     min_face_score: float = 0.5
     min_face_px: int = 12  # a face box smaller than this (pixels) cannot be described
