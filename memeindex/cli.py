@@ -144,6 +144,9 @@ def query(image, k, face, sheet, index_dir, as_json):
         if sheet:  # refuse before the work, not silently after it
             raise click.BadOptionUsage("sheet", "--sheet draws photo queries only, not videos (use --json for the "
                                                 "boxes and matches of each segment)")
+        if face is not None:  # it was ignored: the user would think the second person was searched
+            raise click.BadOptionUsage("face", "--face picks a face of a photo; a video query follows its main face "
+                                               "(the largest, then the one nearest to where it was)")
         with native_stderr_filtered():
             segments = query_video(image, index_dir, k=k, settings=settings)
         click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_video(segments))

@@ -80,6 +80,8 @@ def test_video_with_sheet_fails_loudly_before_the_work(tmp_path, index):
     result = run("query", clip, "--index", index, "--sheet", tmp_path / "out.png")
     assert result.exit_code == 2 and "--sheet" in result.stderr and "video" in result.stderr
     assert not (tmp_path / "out.png").exists()
+    picked = run("query", clip, "--index", index, "--face", "2")  # it searched the main face as if asked for it
+    assert picked.exit_code == 2 and "--face" in picked.stderr and "video" in picked.stderr, picked.output
 
 
 @pytest.mark.parametrize("content", [
