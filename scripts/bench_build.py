@@ -110,7 +110,9 @@ def paired(files: list[Path], root: Path, models_dir: Path) -> int:
 
     from memeindex import workers
 
+    python_stderr = os.dup(2)  # _plain_init silences fd 2 (mediapipe's native logs): Python's own errors keep a copy
     _plain_init(str(models_dir))
+    sys.stderr = os.fdopen(python_stderr, "w", buffering=1)
     analysis = Analysis(Settings.from_env(workers=1), root, num_threads=inference_threads(1))
     parts = {"decode": 0.0, "pHash": 0.0, "detect": 0.0, "embed": 0.0}  # the build side's CPU time, per stage
     analyzer = analysis.analyzer
