@@ -4,6 +4,7 @@ in a fresh process (so its peak RSS is the Searcher's alone).
 
     .venv/bin/python scripts/bench_scale.py --faces N [--index-type auto|flat|hnsw|ivfsq|ivfpq] [--json]
                                             [--queries 200] [--distribution clustered|uniform] [--keep DIR]
+                                            [--schema V]
     .venv/bin/python scripts/bench_scale.py --reuse DIR [--json]   # load + search again what --keep DIR wrote
 
 The generation looks like a real one: realistic relative paths and sha256 strings, 1-5 faces per image (frames of
@@ -15,7 +16,10 @@ case for any approximate index (no structure to exploit).
 Reported: generation write time (tables + FAISS index incl. its build-time recall measurement), then, in a fresh
 process: load time (`Searcher(index_dir)`: facts, FAISS index, columns, embedder), peak RSS (VmHWM), search
 p50/p95 of `Searcher.search_vector` (one query vector, k=3: FAISS + best face per template + Match), and recall@3
-of the index against exact search for fresh query vectors. A benchmark, not a test: it prints figures, exits 0.
+of the index against exact search for fresh query vectors. `--schema V` rewrites the generation's tables as an
+older schema wrote them (without the columns later `generation.MIGRATIONS` steps add; facts and table metadata say
+V), so the load measures what reading an index written by an older memeindex costs (its migrations run at each
+load). A benchmark, not a test: it prints figures, exits 0.
 """
 from __future__ import annotations
 
@@ -161,11 +165,36 @@ def write_synthetic(index_dir: Path, faces: int, index_type: str = "auto", distr
     return figures, emb, dim
 
 
+def as_schema(index_dir: Path, version: int) -> None:
+    """Rewrite the published generation at `index_dir` as schema `version` wrote it (version >= 2): each table
+    without the columns that the migration steps from `version` up add, its metadata and the facts saying
+    `version`. Which columns a step adds is asked of the step itself (generation.MIGRATIONS)."""
+    import pyarrow.parquet as pq
+
+    from memeindex import generation as gen
+
+    g = gen.IndexDir(index_dir).generation()
+    for path, kind in ((g.images_path, "images"), (g.faces_path, "faces")):
+        table = pq.read_table(path)
+        for step in range(gen.SCHEMA_VERSION - 1, version - 1, -1):
+            added = [c for c in table.column_names
+                     if c in gen.MIGRATIONS[step](table.drop_columns([c]), kind).column_names]
+            table = table.drop_columns(added)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               gen._META: str(version).encode()})
+        pq.write_table(table, path, compression="zstd", row_group_size=65536)
+    facts = json.loads(g.facts_path.read_text())
+    g.facts_path.write_text(json.dumps({**facts, "schema_version": version}, indent=2) + "\n")
+
+
 def write(args, scratch: Path) -> dict:
     """Write the generation and the queries' exact top-3; returns the write figures."""
     import faiss
 
     figures, emb, dim = write_synthetic(scratch / "index", args.faces, args.index_type, args.distribution)
+    if args.schema is not None:
+        as_schema(scratch / "index", args.schema)
+        figures["schema"] = args.schema
     queries = query_vectors(args.queries, dim, args.distribution)
     _, exact = faiss.knn(queries, emb, 3)
     np.savez(scratch / "queries.npz", queries=queries, exact=exact)
@@ -221,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, help="write the generation here and keep it (default: a temp folder)")
     ap.add_argument("--reuse", type=Path, help="measure a generation an earlier --keep DIR run wrote, without "
                     "writing one (its write figures are that run's)")
+    ap.add_argument("--schema", type=int, help="write the generation as this older schema (2 or up) wrote it")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the fresh process's half
     args = ap.parse_args(argv)
 
@@ -248,7 +278,8 @@ def main(argv=None) -> int:
         print(json.dumps(out))
     else:
         print(f"{out['faces']:,} faces in {out['images']:,} files ({args.distribution}); index {out['index_type']} "
-              f"({out['factory']}, {out['search_params'] or 'exact'}); on disk {out['disk_mb']} MB")
+              f"({out['factory']}, {out['search_params'] or 'exact'}); on disk {out['disk_mb']} MB"
+              + (f"; written as schema {out['schema']}" if out.get("schema") else ""))
         print(f"write     {out['write_s']:.2f} s (index build {out['index_build_s']:.2f} s incl. recall@3 "
               f"{out['built_recall_at_3']:.3f} on held-out faces)")
         print(f"load      {out['load_s']:.3f} s   peak RSS {out['rss_mb']:.0f} MB "

@@ -30,3 +30,21 @@ def test_bench_scale_json(tmp_path):
     reused = json.loads(again.stdout.strip().splitlines()[-1])
     assert reused["recall_at_3"] == out["recall_at_3"] and reused["write_s"] == out["write_s"]
     assert len(list((tmp_path / "g" / "index").glob("gen-*"))) == 1
+
+
+def test_bench_scale_loads_a_generation_written_as_an_older_schema(tmp_path):
+    """--schema 2 rewrites the generation as schema 2 wrote it (no run_failures, no dhash): the Searcher loads it
+    through the migrations and answers as from the current schema."""
+    import pyarrow.parquet as pq
+
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--faces", "2000", "--index-type", "flat", "--queries", "20",
+                           "--schema", "2", "--json", "--keep", str(tmp_path / "g")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["schema"] == 2 and out["faces"] == 2000 and out["recall_at_3"] == 1.0
+    folder = next((tmp_path / "g" / "index").glob("gen-*"))
+    images = pq.read_schema(folder / "images.parquet")
+    assert "run_failures" not in images.names and "dhash" not in images.names and "phash" in images.names
+    assert images.metadata[b"memeindex_schema"] == b"2"
+    assert json.loads((folder / "index.json").read_text())["schema_version"] == 2
