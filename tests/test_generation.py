@@ -75,6 +75,34 @@ def test_writer_refuses_tables_that_disagree(tmp_path):
     assert IndexDir(tmp_path / "i").current_or_none() is None
 
 
+def test_agreement_errors_name_every_disagreement():
+    """The writer's and `check`'s cross-check of the two tables (judged in Arrow): each kind of disagreement is
+    named once, with the file's in-memory path (a name that is not UTF-8 told apart from its shown text)."""
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    odd = os.fsdecode(b"odd\xff.jpg")
+    shown_like_odd = "odd\\xff.jpg"  # a UTF-8 name spelled as the odd one is shown: another file
+    files = [_file(p, n, rng) for p, n in (("a.jpg", 2), ("b.jpg", 0), (odd, 1), (shown_like_odd, 1), ("c.jpg", 1),
+                                           ("d.jpg", 2))]
+    face_rows = [f for r in files for f in r.faces]
+    images = [r.image for r in files]
+    assert gen.agreement_errors(gen.images_table(images), gen.faces_table(face_rows, 8)) == []
+
+    images[0].faces = 1  # a.jpg has two face rows
+    images[1].status = "maybe"
+    images[2].sha256 = "f" * 64  # the odd name's faces come from other content
+    images.append(dataclasses.replace(images[4]))  # c.jpg twice
+    face_rows[-1].sha256 = "e" * 64  # d.jpg's second face comes from another content
+    face_rows.append(dataclasses.replace(face_rows[0], path="gone.jpg"))
+    errors = gen.agreement_errors(gen.images_table(images), gen.faces_table(face_rows, 8))
+    assert sorted(errors) == sorted([
+        "'a.jpg': images says faces with 1 face(s), faces holds 2", "'b.jpg' has status 'maybe'",
+        f"{odd!r}: its faces come from other content than its image row", "'c.jpg' has two image rows",
+        "faces of 'd.jpg' come from two contents", "'d.jpg': its faces come from other content than its image row",
+        "'gone.jpg' has face rows but no image row"])
+
+
 def test_non_utf8_names_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     odd = os.fsdecode(b"dir/\xff\xfe meme.jpg")
