@@ -151,6 +151,7 @@ def query(image, k, face, sheet, index_dir, as_json):
             segments = query_video(image, index_dir, k=k, settings=settings)
         click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_video(segments))
         return
+    from .errors import ImageTooLarge, NotAnImage
     from .search import Searcher
 
     if sheet:
@@ -164,7 +165,10 @@ def query(image, k, face, sheet, index_dir, as_json):
     with native_stderr_filtered():
         searcher = Searcher(index_dir, settings)
         try:
-            result = searcher.search(image, k=k, face=None if face is None else face - 1)
+            try:
+                result = searcher.search(image, k=k, face=None if face is None else face - 1)
+            except (NotAnImage, ImageTooLarge) as exc:  # the decoder's reason, which a build's skip line prefixes
+                raise type(exc)(f"{image}: {exc}") from None
             if sheet:
                 from .sheet import write_sheet
 

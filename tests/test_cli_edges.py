@@ -40,6 +40,7 @@ def test_missing_query_file_and_non_image_have_their_own_exit_codes(tmp_path, in
     text.write_text("not a picture")
     bad = run("query", text, "--index", index)
     assert bad.exit_code == NotAnImage.exit_code == 8 and "not an image" in bad.stderr
+    assert bad.stderr.startswith(f"memeindex: error: {text}: ")  # which file, as the video's message says
     broken_clip = tmp_path / "broken.mp4"
     broken_clip.write_bytes(media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.0)]).read_bytes()[:3000])
     clip = run("query", broken_clip, "--index", index)
