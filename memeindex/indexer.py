@@ -83,12 +83,15 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     embedder = get_embedder(settings)
     model_id, dim, detector = embedder.model_id, embedder.dim, detector_id(settings)
     backend_name = backend or settings.backend
+    def refused(why: str, act: str = "wipe") -> RootMissing:  # a first build has no index to keep: say so
+        kept = f"refusing to {act} the index" if idx.current_or_none() is not None else "nothing to index"
+        return RootMissing(f"image folder {root} {why}: {kept}")
+
     if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise RootMissing(f"image folder {root} {what}: refusing to touch the index")
+        raise refused("is not a folder" if root.exists() else "does not exist", "touch")
     scan = walk(root, skip=idx.path)  # an index kept among the images: its own files are not memes
     if not scan.files:
-        raise RootMissing(f"image folder {root} holds no files: refusing to wipe the index")
+        raise refused("holds no files")
     summary = BuildSummary(model_id=model_id, detector=detector, backend=backend_name)
     with idx.lock():
         idx.clean_stale()
@@ -112,7 +115,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
                     gen.image_rows(ck_images), retry_failed, scan.unlisted, scan.unstatted, rebuild)
         if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
-            raise RootMissing(f"image folder {root} holds no image files: refusing to wipe the index")
+            raise refused("holds no image files")
         for rel, reason in scan.skipped + work.skipped:
             log.warning("skipping %s: %s", gen.shown_path(rel), reason)
         for rel in work.ignored:

@@ -182,6 +182,8 @@ def test_missing_or_empty_root_never_wipes_the_index(tmp_path, folder):
     assert a_file.exit_code == RootMissing.exit_code and "is not a folder" in a_file.stderr
     assert IndexDir(index).current() == generation
     assert json.loads(run("info", "--index", index, "--json").stdout)["images"] == 3
+    first = run("build", tmp_path / "empty", "--index", tmp_path / "new-index")  # no index yet: none to wipe
+    assert first.exit_code == RootMissing.exit_code and first.stderr.endswith("holds no files: nothing to index\n")
 
 
 def test_an_index_of_faceless_images_answers_no_match(tmp_path, grace_path):
