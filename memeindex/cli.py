@@ -152,6 +152,7 @@ def query(image, k, face, sheet, index_dir, as_json):
         click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_video(segments))
         return
     from .errors import ImageTooLarge, NotAnImage
+    from .generation import shown_path
     from .search import Searcher
 
     if sheet:
@@ -168,7 +169,7 @@ def query(image, k, face, sheet, index_dir, as_json):
             try:
                 result = searcher.search(image, k=k, face=None if face is None else face - 1)
             except (NotAnImage, ImageTooLarge) as exc:  # the decoder's reason, which a build's skip line prefixes
-                raise type(exc)(f"{image}: {exc}") from None
+                raise type(exc)(f"{shown_path(str(image))}: {exc}") from None
             if sheet:
                 from .sheet import write_sheet
 
@@ -180,7 +181,7 @@ def query(image, k, face, sheet, index_dir, as_json):
             searcher.close()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_query(result))
     if sheet:
-        click.echo(f"contact sheet: {written}", err=True)
+        click.echo(f"contact sheet: {shown_path(str(written))}", err=True)
 
 
 @main.command()

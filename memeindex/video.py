@@ -6,12 +6,14 @@ expression of the main face over it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FileMissing, NoFace, NotAnImage
+from .generation import shown_path
 from .images import SAMPLE_FPS, Cadence
 from .settings import Settings
 
@@ -46,11 +48,18 @@ def sample_frames(path: str | Path, fps: float = SAMPLE_FPS, max_side: int = 960
     import cv2
 
     if not Path(path).is_file():
-        raise FileMissing(f"{path}: {'a folder' if Path(path).is_dir() else 'no such file'}")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise NotAnImage(f"cannot read {path} as a video")
+        raise FileMissing(f"{shown_path(str(path))}: {'a folder' if Path(path).is_dir() else 'no such file'}")
+    name, fd = str(path), None
     try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # OpenCV crashes (SIGSEGV) on a name that is not UTF-8 text: give it a descriptor's
+        fd = os.open(path, os.O_RDONLY)
+        name = f"/proc/self/fd/{fd}"
+    cap = None
+    try:
+        cap = cv2.VideoCapture(name)
+        if not cap.isOpened():
+            raise NotAnImage(f"cannot read {shown_path(str(path))} as a video")
         rate = cap.get(cv2.CAP_PROP_FPS) or 0.0
         index, cadence, taken = 0, Cadence(fps), 0
         while cap.grab():
@@ -71,9 +80,12 @@ def sample_frames(path: str | Path, fps: float = SAMPLE_FPS, max_side: int = 960
                 log.warning("%s: stopped after %d sampled frames (%.0f s)", path, taken, t)
                 break
         if index == 0:
-            raise NotAnImage(f"{path} holds no readable video frames")
+            raise NotAnImage(f"{shown_path(str(path))} holds no readable video frames")
     finally:
-        cap.release()
+        if cap is not None:
+            cap.release()
+        if fd is not None:
+            os.close(fd)
 
 
 def follow(faces: list, previous: tuple | None):
@@ -176,7 +188,7 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
                                    blendshapes=np.asarray(face.blendshapes, np.float32)))
             previous, last_seen = face.box, t
         if not samples:
-            raise NoFace(f"no face found in any sampled frame of {path}")
+            raise NoFace(f"no face found in any sampled frame of {shown_path(str(path))}")
         step = 1.0 / fps
         groups = merge_short(split(samples, breaks, change, gap), min_duration, change, step, gap)
         segments = []

@@ -114,3 +114,20 @@ def test_a_video_query_given_only_an_index_opens_its_own_searcher(searcher, tmp_
     clip = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.5)])
     segments = query_video(clip, searcher.index_dir.path, k=1)
     assert len(segments) == 1 and who(segments[0]) == "grace"
+
+
+def test_a_clip_whose_name_is_not_utf8_is_read_not_a_crash(tmp_path):
+    """OpenCV dies of SIGSEGV on such a name (a subprocess, so that the old code fails this test, not the run)."""
+    import os
+    import subprocess
+    import sys
+
+    odd = media.write_mp4(tmp_path / "clip.mp4", [(media.grace(), 1.0)]).rename(tmp_path / os.fsdecode(b"clip\xff.mp4"))
+    (tmp_path / os.fsdecode(b"junk\xff.mp4")).write_bytes(b"not a video")
+    code = ("import sys; from memeindex.video import sample_frames; print(sum(1 for _ in sample_frames(sys.argv[1])))\n"
+            "try:\n    next(sample_frames(sys.argv[2]))\nexcept Exception as exc:\n    print(exc)")
+    proc = subprocess.run([sys.executable, "-c", code, os.fsencode(odd), os.fsencode(odd.with_name(
+        os.fsdecode(b"junk\xff.mp4")))], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    count, refused = proc.stdout.splitlines()
+    assert int(count) >= 3 and refused.startswith("cannot read ") and "junk\\xff.mp4" in refused  # shown as stored
