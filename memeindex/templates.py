@@ -203,6 +203,7 @@ PAIR_TRAIN_PER_CELL = 64  # k-means sample per cell: enough for cells of near fa
 # 1.8M faces), searched this much wider in inner product (float16 moves one by ~1e-4, at most ~2e-3 for unit
 # vectors); the pairs it finds are then measured exactly from the float32 rows, so the same pairs come out.
 PAIR_FP16_MARGIN = 0.005
+PAIR_BATCH = 65_536  # rows added to, or searched in, the index at a time
 
 
 def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,12 +226,20 @@ def _close_vectors(emb: np.ndarray, max_distance: float) -> tuple[np.ndarray, np
         del sample
         index.nprobe = PAIR_PROBES
         margin = PAIR_FP16_MARGIN
-    index.add(x)
-    lims, sims, ids = index.range_search(x, threshold - margin)
+    # A batch of rows at a time: FAISS's temporaries for an add or a search (codes, coarse assignments) grow with
+    # the rows given at once; only the close pairs found are kept.
+    for start in range(0, n, PAIR_BATCH):
+        index.add(x[start:start + PAIR_BATCH])
+    found = []
+    for start in range(0, n, PAIR_BATCH):
+        lims, sims, ids = index.range_search(x[start:start + PAIR_BATCH], threshold - margin)
+        rows = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
+        keep = (rows != ids) & (ids >= 0)
+        found.append((rows[keep], ids[keep].astype(np.int64), sims[keep]))
+        del lims, sims, ids, rows, keep
     del index
-    rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
-    keep = (rows != ids) & (ids >= 0)
-    rows, ids, sims = rows[keep], ids[keep].astype(np.int64), sims[keep]
+    rows, ids, sims = (np.concatenate([f[k] for f in found]) for k in range(3))
+    del found
     # An approximate search may see a pair from one side only: both sides count, each pair once. One integer key per
     # pair (hi < n) sorts as the (lo, hi) rows do, without numpy's slow row-wise unique (8x at millions of pairs).
     lo, hi = np.minimum(rows, ids), np.maximum(rows, ids)
