@@ -9,9 +9,11 @@ DHASH_BITS. Each file of the index (a build of the shared memes: `scripts/measur
 again and both hashes taken from its first frame (`templates.picture_hashes`); the index gives its status and
 template. Printed:
 
-* pairs within SAME_PICTURE_BITS of pHash (the joins the pHash alone would make; on the shared memes every one is the
-  same picture, judged by eye from the names listed): how many also agree by dHash, all and both-faceless, and the
-  ones that do not (to judge by eye);
+* pairs within SAME_PICTURE_BITS of pHash (the joins the pHash alone would make): how many also agree by dHash, all
+  and both-faceless, and the ones that do not (to judge by eye). On the shared memes the 48 faceless pairs are the
+  same picture by their names but one: a blank white picture and a transparency checkerboard (two blank templates,
+  alike to both hashes); the pairs with faces that the dHash would not confirm are joined by a face, or not, as
+  before (the dHash confirms faceless pairs only);
 * unrelated pairs nearest by pHash: pairs the index keeps apart whose pHashes lie just beyond (SAME_PICTURE_BITS + 2
   to 26 bits), a stand-in for the unrelated pairs that meet within SAME_PICTURE_BITS by chance in a bigger
   collection: the share whose dHashes agree too is the factor by which the dHash cuts chance joins.
