@@ -2,7 +2,7 @@
 
 Policy (README "What a build indexes"):
 - dotfiles and dot-folders are skipped silently (they are hidden on purpose);
-- folder symlinks are not followed (a loop cannot trap us);
+- folder symlinks are not followed (a loop cannot trap us); folders are walked without recursion, at any depth;
 - a file symlink is followed wherever it points (a folder of links to memes kept elsewhere is a normal way to
   curate a collection); the server serves it too (server/service.py applies the same rule);
 - FIFOs, sockets and devices are skipped with a reason: reading them would hang;
@@ -50,7 +50,7 @@ def walk(root: Path, skip: Path | None = None) -> ScanResult:
         out.unlisted.append(folder)
         out.skipped.append((folder, exc.strerror or str(exc)))
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
+    for dirpath, dirnames, filenames in _folders(str(root), on_error):
         visible = sorted(d for d in dirnames if not d.startswith("."))
         out.hidden += len(dirnames) - len(visible)
         visible = [d for d in visible if os.path.join(dirpath, d) != skip_path]
@@ -77,6 +77,31 @@ def walk(root: Path, skip: Path | None = None) -> ScanResult:
             out.files.append(Scanned(rel=rel, size=st.st_size, mtime_ns=st.st_mtime_ns))
     out.files.sort(key=lambda f: f.rel)
     return out
+
+
+def _folders(top: str, on_error):
+    """os.walk(top, followlinks=False, onerror=on_error) without recursion (Python 3.11's recurses once a level and
+    dies of RecursionError under ~1000 nested folders): (dirpath, dirnames, filenames), top-down; the caller prunes
+    `dirnames` in place, as with os.walk."""
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as it:
+                entries = list(it)
+        except OSError as exc:
+            on_error(exc)
+            continue
+        dirnames, filenames = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirnames if is_dir else filenames).append(entry.name)
+        yield dirpath, dirnames, filenames
+        below = [os.path.join(dirpath, d) for d in dirnames]
+        stack.extend(p for p in reversed(below) if not os.path.islink(p))
 
 
 def _rel(path: str, root: Path) -> str:

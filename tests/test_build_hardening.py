@@ -463,3 +463,27 @@ def test_a_file_whose_stat_fails_keeps_its_row(tmp_path, two, monkeypatch):
     got = summary(result)
     assert (got["removed"], got["indexed"], got["skipped"], got["images"]) == ("0", "0", "1", str(len(before)))
     assert _images(index) == before
+
+
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_walked(tmp_path, two):
+    """With the limit lowered to 100 frames above this test's own, 200 nested folders are too deep for a walk that
+    recurses once a level (os.walk of Python 3.11 died of RecursionError under ~1000); the tree stays shallow
+    enough for pytest's own (recursive) clean-up of tmp_path."""
+    import inspect
+    import sys
+
+    from memeindex.scan import walk
+
+    deep = two
+    for _ in range(200):
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "deepest.jpg").write_bytes((two / "grace.jpg").read_bytes())
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + 100)
+    try:
+        found = walk(two)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert [f.rel.rsplit("/", 1)[-1] for f in found.files] == ["deepest.jpg", "grace.jpg", "wall.png"]
+    assert not found.skipped
