@@ -13,7 +13,7 @@ IMAGES ?=
 QUERY ?= $(shell $(PY) -c "import matplotlib, os; print(os.path.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg'))" 2>/dev/null)
 TRAIN_VENV ?= .venv-train
 
-.PHONY: help install models run build query test bench serve train nightly-cron clean
+.PHONY: help install models run build query test bench serve train clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
