@@ -211,7 +211,7 @@ def check(index_dir, as_json):
 
     settings = Settings.from_env()
     embedder = get_embedder(settings)
-    report = check_index(index_dir, embedder.model_id, embedder.dim, detector_id(settings))
+    report = check_index(index_dir, embedder.model_id, embedder.dim, detector_id(settings), embedder.model_sha256)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -419,9 +419,11 @@ def read_facts(folder: Path) -> dict:
     return json.loads((Path(folder) / FACTS_FILE).read_text())
 
 
-def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path) -> None:
+def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path, model_sha256: str = "") -> None:
     """Refuse an index of a newer schema or another model: its vectors mean nothing to this embedder. Older
-    schemas are read through MIGRATIONS."""
+    schemas are read through MIGRATIONS. `model_sha256` (the embedder's file; "" for a model that is code) also
+    refuses an index built by another file of the same model_id (a retrained model); an index that recorded none
+    (built before memeindex recorded it) is read as before."""
     hint = "rebuild it: memeindex build IMAGES_DIR --rebuild"
     version = facts.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
@@ -430,6 +432,10 @@ def check_facts(facts: dict, model_id: str | None, dim: int | None, where: Path)
     if model_id is not None and facts.get("model_id") != model_id:
         raise IndexMismatch(f"index {where} was built with model {facts.get('model_id')}, the current model is "
                             f"{model_id}: {hint}")
+    built_by = facts.get("model_sha256", "")
+    if model_sha256 and built_by and built_by != model_sha256:
+        raise IndexMismatch(f"index {where} was built with another {model_id} file (sha256 {built_by[:12]}..., "
+                            f"the current one is {model_sha256[:12]}...): {hint}")
     if dim is not None and facts.get("dim") != dim:
         raise IndexMismatch(f"index {where} holds {facts.get('dim')}-d vectors, the model makes {dim}-d: {hint}")
     from . import vectors
@@ -502,8 +508,8 @@ class Generation:
                                "`memeindex check` lists the damage, `memeindex build IMAGES_DIR --rebuild` "
                                "makes a fresh index") from exc
 
-    def check(self, model_id: str | None, dim: int | None) -> None:
-        check_facts(self.facts, model_id, dim, self.folder.parent)
+    def check(self, model_id: str | None, dim: int | None, model_sha256: str = "") -> None:
+        check_facts(self.facts, model_id, dim, self.folder.parent, model_sha256)
 
     def faces(self, columns: list[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
         """The faces table migrated to the current schema (only `columns`, when given: only they are read)."""
@@ -854,10 +860,10 @@ class CheckReport:
 
 
 def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
-          detector: str | None = None) -> CheckReport:
+          detector: str | None = None, model_sha256: str = "") -> CheckReport:
     """Verify the published generation of `index_dir`: every file present and readable, row counts as the facts
-    say, images and faces agreeing, one vector per face row, facts matching the model (`model_id`/`dim`, when
-    given). Returns the report; raises IndexMissing when nothing was ever published there."""
+    say, images and faces agreeing, one vector per face row, facts matching the model (`model_id`/`dim` and the
+    model file's `model_sha256`, when given). Returns the report; raises IndexMissing when nothing was ever published there."""
     idx = IndexDir(index_dir)
     folder = idx.current()
     report = CheckReport(index=shown_path(str(idx.path)), generation=folder.name)
@@ -896,7 +902,7 @@ def check(index_dir: Path, model_id: str | None = None, dim: int | None = None,
         problems.append(f"{INDEX_FILE}: unreadable ({_why(exc)})")
     if facts:
         try:
-            check_facts(facts, model_id, dim, idx.path)
+            check_facts(facts, model_id, dim, idx.path, model_sha256)
         except IndexMismatch as exc:
             problems.append(str(exc))
         if images is not None and facts.get("images") != images.num_rows:

@@ -82,6 +82,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     idx = IndexDir(index_dir or settings.index_dir)
     embedder = get_embedder(settings)
     model_id, dim, detector = embedder.model_id, embedder.dim, detector_id(settings)
+    model_sha256 = embedder.model_sha256
     backend_name = backend or settings.backend
     def refused(why: str, act: str = "wipe") -> RootMissing:  # a first build has no index to keep: say so
         kept = f"refusing to {act} the index" if idx.current_or_none() is not None else "nothing to index"
@@ -102,7 +103,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         gone_before: list[str] = []  # --rebuild of an index it cannot use: only its paths, for the removed count
         if previous is not None:
             try:
-                previous.check(model_id, dim)
+                previous.check(model_id, dim, model_sha256)
                 prev_images, prev_faces = gen.image_rows(previous.images()), previous.faces()
             except (IndexMismatch, IndexDamaged):
                 if not rebuild:
@@ -149,7 +150,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
             faces = _assemble(prev_faces, ck_faces, work, analysed, dim, rebuild)
             summary.faces = faces.num_rows
             summary.seconds = time.monotonic() - started
-            _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type)
+            _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type, model_sha256)
             checkpoints.clear()
     summary.seconds = time.monotonic() - started
     log.info("build done: %s", summary.to_dict())
@@ -228,11 +229,12 @@ def _templates(images: pa.Table, faces: pa.Table, model_id: str) -> tuple[pa.Tab
 
 
 def _publish(idx: IndexDir, faces: pa.Table, images: list[ImageRow], root: Path, model_id: str, dim: int,
-             detector: str, summary: BuildSummary, index_type: str = "auto") -> None:
+             detector: str, summary: BuildSummary, index_type: str = "auto", model_sha256: str = "") -> None:
     from . import vectors
 
     images_table = gen.sort_images(gen.images_table(images))
     images_table, faces = _templates(images_table, faces, model_id)
     built = vectors.build_index(gen.embeddings(faces), dim, index_type)
-    gen.write_generation(idx, faces, images_table, built.index, model_id=model_id, dim=dim, detector=detector,
+    gen.write_generation(idx, faces, images_table, built.index, model_id=model_id, dim=dim,
+                         model_sha256=model_sha256, detector=detector,
                          root=str(root), summary=summary.to_dict(), **built.facts)

@@ -107,13 +107,13 @@ class LoadedGeneration:
     million faces. Only the columns a match needs are read; rows become Python values only for the k matches.
     """
 
-    def __init__(self, folder: Path, model_id: str, dim: int):
+    def __init__(self, folder: Path, model_id: str, dim: int, model_sha256: str = ""):
         import pyarrow as pa
         import pyarrow.compute as pc
 
         gen = generation.Generation(folder)
         self.facts = gen.facts
-        gen.check(model_id, dim)
+        gen.check(model_id, dim, model_sha256)
         self.root = Path(self.facts["root"])
         _lean_memory()
 
@@ -300,7 +300,8 @@ class Searcher:
         self.embedder = analyzer.embedder if analyzer else get_embedder(self.settings)
         self._lock = threading.Lock()
         self._stamp = self.index_dir.pointer_stamp()
-        self._gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
+        self._gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim,
+                                     self.embedder.model_sha256)
         self.curve = calibrate.curve_for(self.embedder.model_id)
 
     @property
@@ -327,7 +328,8 @@ class Searcher:
             return False
         with self._lock:
             if stamp != self._stamp:
-                gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim)
+                gen = LoadedGeneration(self.index_dir.current(), self.embedder.model_id, self.embedder.dim,
+                                       self.embedder.model_sha256)
                 self._gen, self._stamp = gen, stamp  # one reference swap: searches in flight keep the old one
                 log.info("loaded index generation with %d faces", gen.index.ntotal)
         return True

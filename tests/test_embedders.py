@@ -78,3 +78,36 @@ def test_an_index_of_another_learned_model_is_refused_with_the_rebuild_hint(tmp_
     memeindex.build(images, index, settings=Settings.from_env(embedder="expression-v1", workers=1), progress=False)
     with pytest.raises(IndexMismatch, match=r"expression-v1.*rebuild"):
         Searcher(index, settings=Settings.from_env(embedder="expression-v2"))
+
+
+def test_an_index_built_by_another_file_of_the_same_model_is_refused(tmp_path, grace_path):
+    """A model retrained under the same model_id (expression-v2 has been, three times) makes other vectors: the index
+    records the file's sha256, and a query, `check` and an incremental build refuse it with the rebuild hint."""
+    import json
+
+    import memeindex
+    from memeindex.errors import IndexMismatch
+    from memeindex.generation import IndexDir, check
+    from memeindex.search import Searcher
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(grace_path, images / "grace.jpg")
+    index = tmp_path / "index"
+    settings = Settings.from_env(embedder="expression-v1", workers=1)
+    memeindex.build(images, index, settings=settings, progress=False)
+    facts_file = IndexDir(index).current() / "index.json"
+    facts = json.loads(facts_file.read_text())
+    pinned = registry.LEARNED_MODELS["expression-v1"].sha256
+    assert facts["model_sha256"] == pinned
+    Searcher(index, settings=settings).close()  # the same file: accepted
+    facts["model_sha256"] = "0" * 64  # as if built by an earlier expression-v1 file
+    facts_file.write_text(json.dumps(facts))
+    with pytest.raises(IndexMismatch, match=r"another expression-v1 file.*rebuild"):
+        Searcher(index, settings=settings)
+    with pytest.raises(IndexMismatch, match="another expression-v1 file"):
+        memeindex.build(images, index, settings=settings, progress=False)
+    assert any("another expression-v1 file" in p for p in check(index, "expression-v1", 64, None, pinned).problems)
+    del facts["model_sha256"]  # an index from before memeindex recorded the file: read as before
+    facts_file.write_text(json.dumps(facts))
+    Searcher(index, settings=settings).close()

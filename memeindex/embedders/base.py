@@ -38,6 +38,9 @@ MIRRORED_BLENDSHAPES = _mirror_permutation()
 class ExpressionEmbedder(Protocol):
     model_id: str
     dim: int
+    # sha256 of the model file ("" for a model that is code): an index records it, so an index built by another
+    # file under the same model_id (a retrained model) is refused instead of queried with unlike vectors.
+    model_sha256: str
 
     def embed(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         """One L2-normalised float32 row per face of the frame `rgb` (shape len(faces) x dim)."""

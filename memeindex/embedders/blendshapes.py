@@ -14,6 +14,7 @@ class BlendshapeEmbedder:
     """
 
     model_id = "blendshapes-v1"
+    model_sha256 = ""  # code, not a file
     dim = len(EXPRESSION_BLENDSHAPES)
 
     def embed(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:

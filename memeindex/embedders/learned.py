@@ -120,7 +120,7 @@ class LearnedEmbedder:
     """
 
     def __init__(self, path: str | Path, model_id: str | None = None, num_threads: int = 1,
-                 color_crop: str | None = None):
+                 color_crop: str | None = None, sha256: str = ""):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
@@ -129,6 +129,7 @@ class LearnedEmbedder:
 
             raise ModelMissing(f"learned model {self.path} is missing")
         self.model_id = model_id or self.path.stem
+        self.model_sha256 = sha256  # the registry's pin, checked against the file before this is built
         self._lock = threading.Lock()
         self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
         inputs = self._interp.get_input_details()

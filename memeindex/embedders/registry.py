@@ -70,7 +70,8 @@ def _learned_factory(model: LearnedModel) -> Callable[[Settings], ExpressionEmbe
     def make(settings: Settings) -> ExpressionEmbedder:
         from .learned import LearnedEmbedder  # litert is heavy: load only when asked
 
-        return LearnedEmbedder(model.verified_path(), model_id=model.model_id, color_crop=model.color_crop)
+        return LearnedEmbedder(model.verified_path(), model_id=model.model_id, color_crop=model.color_crop,
+                               sha256=model.sha256)
 
     return make
 
