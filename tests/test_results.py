@@ -169,7 +169,7 @@ def test_a_template_of_many_copies_lists_a_few_and_counts_them_all(tmp_path):
         faces.append(FaceRow(path, sha, 1, i, 0, 0, (0, 0, 9, 9), 0.9, np.zeros(52, np.float32),
                              unit[0] if i < copies else unit[1], FAKE_MODEL_ID, template))
     write_fake_generation(tmp_path / "index", images, faces, dim, root=str(tmp_path))
-    analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id=FAKE_MODEL_ID, dim=dim), close=lambda: None)
+    analyzer = SimpleNamespace(embedder=SimpleNamespace(model_id=FAKE_MODEL_ID, dim=dim, model_sha256=""), close=lambda: None)
     searcher = Searcher(tmp_path / "index", Settings.from_env(), analyzer=analyzer)
     try:
         many, alone = searcher.search_vector(unit[0], k=2)
