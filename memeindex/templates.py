@@ -128,11 +128,12 @@ def hash_distance(a: str, b: str) -> int:
 # different memes rarely come within 0.35 of each other; see `scripts/measure_results.py`.
 SAME_PICTURE_BITS = 12  # this close, two hashes show the same picture (resized, recompressed, lightly captioned)
 NEAR_PICTURE_BITS = 24  # closer than chance: the same picture cropped or re-captioned, if a face agrees
-# This close, the pHash alone joins two files no face can confirm: one with faces and one without (the detector
-# missed a smaller copy), or two faceless ones. Random 64-bit hashes meet within 6 bits once in 2e11 pairs.
+# This close, the pHash alone joins a file with faces and one without (the detector missed a smaller copy, whose
+# gradients a re-padding can move: no dHash asked). Random 64-bit hashes meet within 6 bits once in 2.2e11 pairs:
+# ~0.4 chance joins among a million files (100,000 faceless against 900,000 with faces).
 LONE_FACE_BITS = 6
-# Two faceless files whose pHashes lie within SAME_PICTURE_BITS but beyond LONE_FACE_BITS also need their difference
-# hashes within this, where both have one. Random pHashes meet within 12 bits once in ~4.4 million pairs, so a
+# Two faceless files whose pHashes lie within SAME_PICTURE_BITS also need their difference hashes within this,
+# where both have one. Random pHashes meet within 12 bits once in ~4.4 million pairs, so a
 # million files (100,000 faceless) joined ~1,300 unrelated pairs on the pHash alone, and real pictures meet far more
 # often (shared layouts, text on white). The dHash is a second look at the same frame (its gradients, not its low
 # frequencies): on the shared memes it agrees for all 48 faceless pairs within 12 pHash bits and for 0.43 % of the
@@ -409,14 +410,14 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     edges = [_face_edges(faces, face_rows, face_unit, hash_int, known, face_count, rules or face_match(model_id))]
 
     # Pictures alike by their hashes alone: both faceless, or one with faces and one without (two with faces need a
-    # face pair, above), so only the faceless ones are searched for. Two faceless ones beyond LONE_FACE_BITS need
-    # their dHashes to agree too where both have one (an index written before it has none: the pHash alone decides).
+    # face pair, above), so only the faceless ones are searched for. Two faceless ones need their dHashes to agree
+    # too where both have one (an index written before it has none: the pHash alone decides, as it did).
     idx = np.flatnonzero(known)
     lo, hi, bits = _close_hashes(hash_int[idx], np.flatnonzero(~has_faces[idx]), SAME_PICTURE_BITS)
     ui, uj = idx[lo], idx[hi]
     faceless = ~(has_faces[ui] | has_faces[uj])
     confirmed = ~(dknown[ui] & dknown[uj]) | (_popcount(dhash_int[ui] ^ dhash_int[uj]) <= DHASH_BITS)
-    ok = (bits <= LONE_FACE_BITS) | (faceless & confirmed)
+    ok = np.where(faceless, confirmed, bits <= LONE_FACE_BITS)  # faceless pairs: within SAME_PICTURE_BITS
     edges.append((ui[ok], uj[ok]))
 
     root = _smallest_members(n, np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges]))

@@ -269,3 +269,27 @@ def test_union_of_pairs_labels_each_node_with_its_components_smallest_node():
         parent[max(ri, rj)] = min(ri, rj)
     assert _smallest_members(n, a, b).tolist() == [find(i) for i in range(n)]
     assert _smallest_members(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
+
+
+def test_hash_only_joins_ask_the_dhash_of_two_faceless_files_only():
+    """Two faceless files whose pHashes meet even within LONE_FACE_BITS stay apart when their dHashes disagree (a
+    chance meeting: bench_templates at 1M files found one); a file with faces and one without join on the pHash
+    alone within LONE_FACE_BITS (a copy whose face the detector missed)."""
+    from memeindex.templates import DHASH_BITS, LONE_FACE_BITS
+
+    near, far = "0" * 15 + "7", "f" * 16  # 3 bits from "0" * 16; 64 bits
+    rows = [("a.png", "a", "0" * 16, "0" * 16, "noface"), ("b.png", "b", near, far, "noface"),
+            ("c.png", "c", "f" * 16, "0" * 16, "noface"), ("d.png", "d", "f" * 15 + "8", far, "faces")]
+    images = pa.table({"path": [r[0] for r in rows], "sha256": [r[1] * 64 for r in rows],
+                       "phash": [r[2] for r in rows], "dhash": [r[3] for r in rows], "status": [r[4] for r in rows]})
+    assert hash_distance(near, "0" * 16) <= LONE_FACE_BITS and hash_distance(far, "0" * 16) > DHASH_BITS
+    emb = np.zeros((1, 64), np.float32)
+    emb[0, 0] = 1
+    faces = pa.table({"path": ["d.png"], "sha256": ["d" * 64],
+                      "blendshapes": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(52, np.float32)), 52),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 64)})
+    groups = assign(images, faces)
+    assert groups["a.png"] != groups["b.png"]  # faceless, pHash 3 bits, dHash 64: a chance meeting
+    assert groups["c.png"] == groups["d.png"]  # faceless + faces, pHash 3 bits: one picture, its face missed once
+    assert assign(images.drop_columns(["dhash"]), faces)["a.png"] == assign(images.drop_columns(["dhash"]),
+                                                                             faces)["b.png"]
