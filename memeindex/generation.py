@@ -118,10 +118,16 @@ def stored_path(rel: str) -> tuple[str, bytes | None]:
 def shown_path(rel: str) -> str:
     """How a path is shown to people in a line of text (logs, tables): a name that is not UTF-8 with `\\xNN`, as
     stored, and so are control characters (a newline in a name would split a `skipping` line or a table row)."""
-    return _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", stored_path(rel)[0])
+    return _CONTROL.sub(_escaped, stored_path(rel)[0])
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# C0, DEL, C1 (U+0085 is a line break to some terminals) and the Unicode line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(c: re.Match) -> str:
+    code = ord(c[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def fs_path(path: str, path_bytes: bytes | None) -> str:
@@ -552,11 +558,15 @@ class IndexDir:
             raise IndexMissing(f"no index at {self.path}: it is a file; an index is a folder (--index DIR)")
 
     def current(self) -> Path:
-        """The folder of the published generation; IndexMissing when nothing was ever built here."""
+        """The folder of the published generation; IndexMissing when nothing was ever built here, IndexDamaged when
+        the pointer to it cannot be read."""
         try:
             name = (self.path / CURRENT).read_text().strip()
         except FileNotFoundError:
             raise IndexMissing(f"no index at {self.path}: build one with `memeindex build IMAGES_DIR`") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexDamaged(f"index {self.path}: its {CURRENT} pointer is unreadable ({_why(exc)}); "
+                               "`memeindex build IMAGES_DIR --rebuild` makes a fresh index") from exc
         return self.path / name
 
     def current_or_none(self) -> Path | None:
@@ -593,7 +603,10 @@ class IndexDir:
     def publish(self, tmp: Path) -> Path:
         final = tmp.with_suffix("")
         os.replace(tmp, final)
-        previous = self.current_or_none()
+        try:
+            previous = self.current_or_none()
+        except IndexDamaged:  # an unreadable pointer (what --rebuild replaces) names no generation to keep
+            previous = None
         try:
             with replacing(self.path / CURRENT) as pointer:
                 pointer.write_text(final.name + "\n")
@@ -656,15 +669,16 @@ def _fsync_dir(path: Path) -> None:
 
 # -- checkpoints: rows of a build in progress, so a killed build resumes ------------------------------------------
 class Checkpoints:
-    """`partial/images-STAMP.parquet` + `partial/faces-STAMP.parquet` pairs, both tagged with the model id in
-    their schema metadata (read one way). The faces file is written last: a pair counts only when it exists."""
+    """`partial/images-STAMP.parquet` + `partial/faces-STAMP.parquet` pairs, both tagged with the model id (and the
+    model file's sha256, when it has one: a retrained file's vectors are not resumed) in their schema metadata (read
+    one way). The faces file is written last: a pair counts only when it exists."""
 
     def __init__(self, index_dir: IndexDir):
         self.dir = index_dir.partial
 
-    def write(self, n: int, rows: Sequence[FileRows], model_id: str, dim: int) -> None:
+    def write(self, n: int, rows: Sequence[FileRows], model_id: str, dim: int, model_sha256: str = "") -> None:
         stamp = f"{int(time.time() * 1000)}-{n:05d}"
-        tag = {_MODEL_META: model_id.encode()}
+        tag = {_MODEL_META: _model_tag(model_id, model_sha256).encode()}
         faces = faces_table([f for r in rows for f in r.faces], dim)
         images = images_table([r.image for r in rows])
         with _writable(self.dir.parent):
@@ -674,8 +688,10 @@ class Checkpoints:
             write_table(faces.replace_schema_metadata({**faces.schema.metadata, **tag}),
                         self.dir / f"faces-{stamp}.parquet")
 
-    def read(self, model_id: str, dim: int) -> tuple[pa.Table, pa.Table]:
-        """(images, faces) of every complete checkpoint made with `model_id`, migrated to the current schema."""
+    def read(self, model_id: str, dim: int, model_sha256: str = "") -> tuple[pa.Table, pa.Table]:
+        """(images, faces) of every complete checkpoint made with `model_id` (and its file `model_sha256`), migrated
+        to the current schema."""
+        want = _model_tag(model_id, model_sha256)
         images, faces = [IMAGES_SCHEMA.empty_table()], [faces_schema(dim).empty_table()]
         for chunk in sorted(self.dir.glob("faces-*.parquet")):
             partner = chunk.with_name(chunk.name.replace("faces-", "images-", 1))
@@ -684,7 +700,7 @@ class Checkpoints:
             except (OSError, pa.ArrowException) as exc:
                 log.warning("ignoring checkpoint %s: %s", chunk.name, exc)
                 continue
-            if _tag(img) != model_id or _tag(fac) != model_id:
+            if _tag(img) != want or _tag(fac) != want:
                 continue
             images.append(migrate_images(img))
             faces.append(migrate_faces(fac, dim))
@@ -693,6 +709,10 @@ class Checkpoints:
     def clear(self) -> None:
         for chunk in self.dir.glob("*.parquet"):  # folded into the published generation
             chunk.unlink(missing_ok=True)
+
+
+def _model_tag(model_id: str, model_sha256: str) -> str:
+    return f"{model_id}@{model_sha256}" if model_sha256 else model_id
 
 
 def _tag(table: pa.Table) -> str:

@@ -85,7 +85,11 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     model_sha256 = embedder.model_sha256
     backend_name = backend or settings.backend
     def refused(why: str, act: str = "wipe") -> RootMissing:  # a first build has no index to keep: say so
-        kept = f"refusing to {act} the index" if idx.current_or_none() is not None else "nothing to index"
+        try:
+            exists = idx.current_or_none() is not None
+        except IndexDamaged:
+            exists = True
+        kept = f"refusing to {act} the index" if exists else "nothing to index"
         return RootMissing(f"image folder {root} {why}: {kept}")
 
     if not root.is_dir():
@@ -96,7 +100,12 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     summary = BuildSummary(model_id=model_id, detector=detector, backend=backend_name)
     with idx.lock():
         idx.clean_stale()
-        current = idx.current_or_none()
+        try:
+            current = idx.current_or_none()
+        except IndexDamaged:
+            if not rebuild:
+                raise
+            current = None  # --rebuild is the way out of a damaged index: nothing of it is kept
         previous = gen.Generation(current) if current is not None else None
         prev_images: list[ImageRow] = []
         prev_faces = gen.faces_schema(dim).empty_table()
@@ -111,8 +120,13 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
                 # --rebuild is the way out of another model's or a damaged index: nothing of it is kept
                 with contextlib.suppress(IndexDamaged):
                     gone_before = gen.row_keys(previous.images(["path", "path_bytes"]))
+        # index.json's model_sha256 vouches for every vector in the index: rows kept from an index that recorded
+        # none (built before it was recorded) may be another file's, so such an index stays unstamped until a rebuild.
+        stamp = model_sha256
+        if prev_images and not rebuild and not previous.facts.get("model_sha256"):
+            stamp = ""
         checkpoints = Checkpoints(idx)
-        ck_images, ck_faces = checkpoints.read(model_id, dim)
+        ck_images, ck_faces = checkpoints.read(model_id, dim, model_sha256)
         work = plan(prev_images, scan.files, lambda rel: fingerprint(root / rel), detector,
                     gen.image_rows(ck_images), retry_failed, scan.unlisted, scan.unstatted, rebuild)
         if len(work.ignored) == len(scan.files):  # a mount point's placeholder README, a folder of the wrong files
@@ -132,7 +146,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
 
         be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
         try:
-            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim)
+            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim, model_sha256)
         finally:
             be.close()
         images = [*work.keep, *work.reuse, *(r.image for r in analysed)]
@@ -150,7 +164,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
             faces = _assemble(prev_faces, ck_faces, work, analysed, dim, rebuild)
             summary.faces = faces.num_rows
             summary.seconds = time.monotonic() - started
-            _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type, model_sha256)
+            _publish(idx, faces, images, root, model_id, dim, detector, summary, index_type, stamp)
             checkpoints.clear()
     summary.seconds = time.monotonic() - started
     log.info("build done: %s", summary.to_dict())
@@ -158,7 +172,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
 
 
 def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, progress: bool,
-             summary: BuildSummary, model_id: str, dim: int) -> list[FileRows]:
+             summary: BuildSummary, model_id: str, dim: int, model_sha256: str = "") -> list[FileRows]:
     from tqdm import tqdm
 
     done: list[FileRows] = []
@@ -188,7 +202,7 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
             pending.append(rows)
             if len(pending) >= settings.checkpoint_every:
                 n += 1
-                checkpoints.write(n, pending, model_id, dim)
+                checkpoints.write(n, pending, model_id, dim, model_sha256)
                 pending = []
     finally:
         bar.close()

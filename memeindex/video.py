@@ -77,7 +77,7 @@ def sample_frames(path: str | Path, fps: float = SAMPLE_FPS, max_side: int = 960
             yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f
             taken += 1
             if taken >= max_samples:
-                log.warning("%s: stopped after %d sampled frames (%.0f s)", path, taken, t)
+                log.warning("%s: stopped after %d sampled frames (%.0f s)", shown_path(str(path)), taken, t)
                 break
         if index == 0:
             raise NotAnImage(f"{shown_path(str(path))} holds no readable video frames")

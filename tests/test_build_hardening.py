@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from memeindex import generation as gen
-from memeindex.errors import IndexDamaged, IndexMissing, IndexUnwritable
+from memeindex.errors import IndexDamaged, IndexMissing, IndexUnwritable, RootMissing
 from memeindex.generation import IndexDir
 from memeindex.settings import Settings
 
@@ -314,6 +314,14 @@ def test_commands_on_a_damaged_index_say_so_in_one_line(tmp_path, two, grace_pat
     images.write_bytes(images.read_bytes()[:100])
     rebuilt = run("build", two, "--index", index, "--rebuild")  # it read the damaged images table's paths, exit 11
     assert rebuilt.exit_code == 0 and run("check", "--index", index).exit_code == 0, rebuilt.output
+    (index / "CURRENT").write_bytes(b"gen-\xff\xfe")  # the pointer itself: not text
+    for args in (("query", grace_path), ("build", two), ("build", tmp_path / "gone")):
+        damaged = run(*args, "--index", index)
+        assert "Traceback" not in damaged.stderr, damaged.output
+    assert damaged.exit_code == RootMissing.exit_code and "refusing" in damaged.stderr  # it does not say there is none
+    assert run("query", grace_path, "--index", index).exit_code == IndexDamaged.exit_code
+    assert run("build", two, "--index", index, "--rebuild").exit_code == 0
+    assert run("query", grace_path, "--index", index).exit_code == 0
 
 
 def test_noface_files_of_an_older_detector_are_analysed_again(tmp_path, two):

@@ -92,3 +92,11 @@ def test_eval_table_one_aligned_column_per_model():
     assert table["P@1 (cross-identity)"] == ("0.500", "-") and table["P@3 (cross-identity)"][0] == "0.412"
     assert table["triplet (raters, chance 0.333)"] == ("0.610 of 2000", "-")
     assert not any("identity-blind" in line for line in lines)  # no identity figures: no identity rows
+
+
+def test_every_line_breaking_character_of_a_name_is_shown_escaped():
+    from memeindex.generation import shown_path
+
+    shown = shown_path("a\nb\rc\x85d\u2028e\u2029f\x7fg\tök.jpg")
+    assert shown == "a\\x0ab\\x0dc\\x85d\\u2028e\\u2029f\\x7fg\\x09ök.jpg"
+    assert "".join(shown.splitlines()) == shown  # str.splitlines breaks at all of them

@@ -111,3 +111,19 @@ def test_an_index_built_by_another_file_of_the_same_model_is_refused(tmp_path, g
     del facts["model_sha256"]  # an index from before memeindex recorded the file: read as before
     facts_file.write_text(json.dumps(facts))
     Searcher(index, settings=settings).close()
+    shutil.copy(grace_path, images / "grace-again.jpg")
+    memeindex.build(images, index, settings=settings, progress=False)  # keeps the old vectors: cannot vouch for them
+    assert json.loads((IndexDir(index).current() / "index.json").read_text())["model_sha256"] == ""
+    memeindex.build(images, index, settings=settings, progress=False, rebuild=True)  # every vector made afresh
+    assert json.loads((IndexDir(index).current() / "index.json").read_text())["model_sha256"] == pinned
+
+
+def test_a_checkpoint_of_another_model_file_is_not_resumed(tmp_path):
+    from memeindex.generation import Checkpoints, FileRef, IndexDir, file_rows
+
+    checkpoints = Checkpoints(IndexDir(tmp_path / "index"))
+    rows = [file_rows(FileRef("a.png", "0" * 64, 1, 1), [], model_id="m-v2", detector="d")]
+    checkpoints.write(1, rows, "m-v2", 8, "a" * 64)
+    assert checkpoints.read("m-v2", 8, "a" * 64)[0].num_rows == 1
+    assert checkpoints.read("m-v2", 8, "b" * 64)[0].num_rows == 0  # the model retrained since: analysed again
+    assert checkpoints.read("m-v2", 8)[0].num_rows == 0

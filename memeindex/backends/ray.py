@@ -24,6 +24,11 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: hides the round trip without hoarding work
+# How long a build waits with no actor ready (models loaded) before it gives up: a cluster with no free CPU for
+# an actor, or a model load that hangs, would otherwise hang the build with no word. Generous: an autoscaling
+# cluster may take minutes to add a node.
+START_LIMIT_S = 300.0
+START_WARN_S = 30.0  # then it says once what it is waiting for
 
 
 class _Analyzer:
@@ -91,6 +96,8 @@ class RayBackend:
         n = min(self.workers, len(pending))
         actors: list = [None] * n
         starting: dict = {}  # an actor's ready() ref -> its index, until its models are loaded
+        started_at: dict = {}  # the same ref -> when its actor was asked for
+        warned = False
         queues: list[deque] = [deque() for _ in range(n)]  # each actor's refs, in the order it runs them
         task_of: dict = {}  # ref of a file's run -> (task, actor index)
         head_since = [0.0] * n  # when the file at the head of each actor's queue started
@@ -104,7 +111,8 @@ class RayBackend:
             while queues[i]:
                 pending.appendleft(task_of.pop(queues[i].pop())[0])
             actors[i] = self._actor_class.remote(self.settings)
-            starting[actors[i].ready.remote()] = i
+            ready = actors[i].ready.remote()
+            starting[ready], started_at[ready] = i, time.monotonic()
 
         def take(obj) -> FileRows:
             """The rows of a finished run, off its queue; a Ray error (not its own) fails the file. Raises died."""
@@ -145,6 +153,7 @@ class RayBackend:
                 for obj in done:
                     if obj in starting:
                         i = starting.pop(obj)
+                        del started_at[obj]
                         try:
                             init_error = ray.get(obj)
                         except ray.exceptions.RayError as exc:  # it died loading the models
@@ -188,6 +197,15 @@ class RayBackend:
                         continue
                     head_since[i] = time.monotonic()
                     yield rows
+                if len(starting) == n:  # no actor can take a file
+                    waited = time.monotonic() - max(started_at.values())
+                    if waited > START_WARN_S and not warned:
+                        warned = True
+                        log.warning("waiting %.0f s for a Ray worker to load the models (no free CPU in the "
+                                    "cluster?); giving up after %.0f s", waited, START_LIMIT_S)
+                    if waited > START_LIMIT_S:
+                        raise WorkerFailed(f"no Ray worker loaded the models within {START_LIMIT_S:g} s: the "
+                                           "cluster has no free CPU for one, or loading the models hangs")
                 if timeout > 0:
                     now = time.monotonic()
                     for i, queue in enumerate(queues):
