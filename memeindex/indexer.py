@@ -142,7 +142,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
         summary.unchanged, summary.reused, summary.redetected = work.unchanged, work.reused, work.redetect
         summary.retried = work.retried
         if work.rehash:
-            log.info("computing the perceptual hash of %d file(s) indexed before it was recorded", len(work.rehash))
+            log.info("computing the picture hashes of %d file(s) indexed before they were recorded", len(work.rehash))
 
         be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
         try:

@@ -8,7 +8,8 @@ unit tests run it on fakes. Rules, per scanned file:
   or a `failed` row to retry (`retried`): a failure of the run (the per-file time limit, a worker that died, no
   memory), fewer than generation.RUN_FAILURE_RETRIES times in a row, or any failure when the caller asks (`retry_failed`,
   e.g. after installing a decoder); a failure of the file itself (a broken JPEG) stays failed, build after build;
-  a kept row without a perceptual hash (made before they existed) is also listed in **rehash**;
+  a kept row without a perceptual hash (made before they existed), or a `noface` row without a difference hash
+  (schema 3 or older: faceless pictures join only when it agrees), is also listed in **rehash**;
 - otherwise fingerprint it: unreadable -> **skipped** (with the reason; its known row, if any, is kept as it
   was: the next build reads it again); not an image (no image signature and no
   image extension, e.g. `index.tsv`) -> **ignored**; same content as its own known row (a touched file) ->
@@ -57,7 +58,7 @@ class Task:
     sha256: str
     size: int
     mtime_ns: int
-    phash_only: bool = False  # a kept file indexed before pHashes existed: only its first frame's hash is wanted
+    phash_only: bool = False  # a kept file indexed before its hashes were: only its first frame's hashes are wanted
     run_failures: int = 0  # a retried file's failures of the run so far: the build adds them if the run fails it again
 
 
@@ -66,7 +67,7 @@ class Plan:
     keep: list[ImageRow] = field(default_factory=list)  # rows kept as they are, with their face rows
     reuse: list[ImageRow] = field(default_factory=list)  # new rows whose faces are copied from known content
     analyze: list[Task] = field(default_factory=list)
-    rehash: list[Task] = field(default_factory=list)  # kept files without a pHash (an index from schema v1)
+    rehash: list[Task] = field(default_factory=list)  # kept files missing a hash grouping reads (older schemas)
     removed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): could not be read
     ignored: list[str] = field(default_factory=list)  # not images
@@ -96,7 +97,7 @@ def plan(known: Iterable[ImageRow], scanned: Sequence[Scanned], fingerprint: Cal
             if _redo(old, detector, retry_failed) is None:
                 out.keep.append(old)
                 out.unchanged += 1
-                if not old.phash and old.status != "failed":
+                if old.status != "failed" and (not old.phash or (old.status == "noface" and not old.dhash)):
                     out.rehash.append(Task(f.rel, old.sha256, f.size, f.mtime_ns, phash_only=True))
                 continue
             sha256 = old.sha256

@@ -291,7 +291,9 @@ def _hash_words(column) -> tuple[np.ndarray, np.ndarray]:
     n = len(col)
     if not n:
         return np.zeros(0, np.uint64), np.zeros(0, bool)
-    known = np.asarray(pc.equal(pc.utf8_length(col), 16).fill_null(False).to_numpy(zero_copy_only=False), bool)
+    # 16 bytes, not 16 characters: a damaged value of 16 characters, one of them not ASCII, is not 16 bytes wide
+    known = np.asarray(pc.equal(pc.binary_length(col.cast(pa.binary())), 16).fill_null(False)
+                       .to_numpy(zero_copy_only=False), bool)
     sixteen = pc.if_else(pa.array(known), col, "0" * 16).cast(pa.binary(16))
     digits = np.frombuffer(sixteen.buffers()[1], np.uint8)[sixteen.offset * 16:(sixteen.offset + n) * 16]
     nibbles = _HEX_DIGIT[digits].reshape(n, 16)

@@ -355,6 +355,14 @@ def test_files_indexed_without_a_phash_gain_one_without_reanalysis(tmp_path, two
     s = summary(run("build", two, "--index", index, "--backend", "inprocess"))
     assert (s["indexed"], s["unchanged"]) == ("0", "2")
     assert IndexDir(index).generation().images().select(["phash", "dhash"]).to_pylist() == hashes
+    images = IndexDir(index).generation().images()  # as schema 3 wrote it: a pHash, no dHash
+    pq.write_table(images.set_column(images.schema.get_field_index("dhash"), "dhash", pa.array([""] * 2)),
+                   IndexDir(index).generation().images_path)
+    assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
+    after = IndexDir(index).generation().images().select(["status", "dhash"]).to_pylist()
+    want = {h["dhash"] for h, r in zip(hashes, images.select(["status"]).to_pylist()) if r["status"] == "noface"}
+    assert {r["dhash"] for r in after if r["status"] == "noface"} == want and want != {""}
+    assert {r["dhash"] for r in after if r["status"] == "faces"} == {""}  # its joins go by its faces: not re-read
 
 
 def test_a_build_with_nothing_to_do_clears_stale_checkpoints(tmp_path, two):

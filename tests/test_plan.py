@@ -35,6 +35,17 @@ def test_unchanged_files_are_kept_without_hashing():
     assert not plan(hashed, [Scanned("a.jpg", 10, 1), Scanned("c.jpg", 10, 1)], hasher({}), D).rehash
 
 
+def test_faceless_rows_without_a_dhash_get_their_hashes_again():
+    """An index from schema 3 or older: faceless pictures join only when their dHashes agree, so a kept faceless
+    row gains one (a first-frame hash, no detection); a row with faces needs none (its joins go by its faces)."""
+    h = "0123456789abcdef"
+    known = [ImageRow("none.png", "N", 10, 1, "noface", 0, "", h, "", D, 0, ""),
+             ImageRow("face.jpg", "F", 10, 1, "faces", 1, "", h, "", D, 0, ""),
+             ImageRow("both.png", "B", 10, 1, "noface", 0, "", h, "", D, 0, h)]
+    p = plan(known, [Scanned(r.path, 10, 1) for r in known], hasher({}), D)
+    assert [(t.rel, t.phash_only) for t in p.rehash] == [("none.png", True)] and p.unchanged == 3
+
+
 def test_new_changed_renamed_touched_removed():
     known = [row("keep.jpg", "K"), row("old-name.jpg", "R"), row("edited.jpg", "E1"), row("touched.jpg", "T"),
              row("gone.jpg", "G")]

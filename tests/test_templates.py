@@ -293,3 +293,13 @@ def test_hash_only_joins_ask_the_dhash_of_two_faceless_files_only():
     assert groups["c.png"] == groups["d.png"]  # faceless + faces, pHash 3 bits: one picture, its face missed once
     assert assign(images.drop_columns(["dhash"]), faces)["a.png"] == assign(images.drop_columns(["dhash"]),
                                                                              faces)["b.png"]
+
+
+def test_malformed_hashes_are_unknown_not_an_error():
+    """A damaged or hand-edited hash column: 16 characters one of which is not ASCII, not hex, short, null."""
+    import pyarrow as pa
+
+    from memeindex.templates import _hash_words
+
+    words, known = _hash_words(pa.array(["00000000000000ff", "é123456789abcdef", "g123456789abcdef", "abc", None, ""]))
+    assert known.tolist() == [True, False, False, False, False, False] and words[0] == 255
