@@ -88,7 +88,7 @@ class BuildLocked(MemeIndexError):
 
 
 class WorkerFailed(MemeIndexError):
-    """The analysis workers cannot run at all (they die while loading the models, Ray is missing)."""
+    """The analysis workers cannot run at all (they die or hang while loading the models, Ray is missing)."""
 
     exit_code = 1
 

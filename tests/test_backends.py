@@ -45,6 +45,11 @@ class DiesAtStart(FakeAnalysis):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class NeverReady(FakeAnalysis):
+    def __init__(self, settings, root, num_threads=1):
+        time.sleep(600)  # a model load that hangs
+
+
 def _tasks(*names):
     return [Task(name, f"{i:064x}", 1, 1) for i, name in enumerate(names)]
 
@@ -91,3 +96,12 @@ def test_a_worker_that_dies_while_idle_loses_no_file():
         if len(out) == 1:
             time.sleep(1.0)  # the driver is busy (a checkpoint) while its idle worker dies
     assert {p: r.status for p, r in out.items()} == {"die-after-a": "noface", "b": "noface", "c": "noface"}
+
+
+def test_workers_that_never_load_their_models_end_the_build(monkeypatch):
+    """Every worker still loading after START_LIMIT_S: WorkerFailed, not a build that waits for ever."""
+    from memeindex import backends
+
+    monkeypatch.setattr(backends, "START_LIMIT_S", 2.0)
+    with pytest.raises(WorkerFailed, match="no worker process loaded the models within 2 s"):
+        _run(NeverReady, ["a", "b"])

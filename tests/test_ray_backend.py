@@ -95,15 +95,15 @@ def test_a_model_that_cannot_load_raises_its_typed_error(local_ray, tmp_path, mo
 
 def test_workers_that_never_get_ready_end_the_build_with_a_typed_error(local_ray, tmp_path, monkeypatch):
     """An actor whose models never load (or that the cluster has no CPU for) gets no file: the build gives up
-    after START_LIMIT_S with WorkerFailed instead of waiting for ever."""
-    from memeindex.backends import ray as ray_backend
+    after backends.START_LIMIT_S with WorkerFailed instead of waiting for ever."""
+    from memeindex import backends
     from memeindex.errors import WorkerFailed
 
     class NeverReady(fake_analyzer()):
         def __init__(self, settings):
             time.sleep(600)
 
-    monkeypatch.setattr(ray_backend, "START_LIMIT_S", 2.0)
+    monkeypatch.setattr(backends, "START_LIMIT_S", 2.0)
     backend = _backend(monkeypatch, tmp_path, NeverReady, file_timeout=LIMIT)
     with pytest.raises(WorkerFailed, match="no Ray worker loaded the models"):
         list(backend.analyze(_tasks(tmp_path, "a", "b")))

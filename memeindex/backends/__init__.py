@@ -23,6 +23,26 @@ if TYPE_CHECKING:  # annotations only: the CLI reads BACKENDS from here, and --h
 log = logging.getLogger(__name__)
 
 BACKENDS = ("pool", "inprocess", "ray")  # the names `build --backend` and MEMEINDEX_BACKEND take
+# How long a pool or Ray build waits with no worker ready (models loaded) before it gives up with WorkerFailed: a
+# model load that hangs, or a cluster with no free CPU for an actor, would otherwise hang the build with no word.
+# Generous: an autoscaling cluster may take minutes to add a node.
+START_LIMIT_S = 300.0
+START_WARN_S = 30.0  # then the build says once what it is waiting for
+
+
+def waiting_for_start(waited: float, warned: bool, who: str, why: str = "") -> bool:
+    """A build whose workers have all been loading their models for `waited` seconds: says so once past
+    START_WARN_S (returns whether it has), raises WorkerFailed past START_LIMIT_S."""
+    from ..errors import WorkerFailed
+
+    if waited > START_LIMIT_S:
+        raise WorkerFailed(f"no {who.removeprefix('a ')} loaded the models within {START_LIMIT_S:g} s: "
+                           f"{why + ', or ' if why else ''}loading the models hangs")
+    if waited > START_WARN_S and not warned:
+        log.warning("waiting %.0f s for %s to load the models%s; giving up after %.0f s", waited, who,
+                    f" ({why}?)" if why else "", START_LIMIT_S)
+        return True
+    return warned
 
 
 class Backend(Protocol):

@@ -21,6 +21,7 @@ from ..errors import MemeIndexError, WorkerFailed
 from ..generation import FileRows
 from ..plan import Task
 from ..settings import Settings
+from . import waiting_for_start
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class _Worker:
         self.ready = False
         self.task: Task | None = None
         self.started = 0.0
+        self.spawned = time.monotonic()
 
     def give(self, task: Task) -> bool:
         """False when the worker is already gone (it died idle, e.g. the OOM killer between two files): the pipe is
@@ -128,7 +130,7 @@ class PoolBackend:
 
         self._threads = inference_threads(n)
         workers = [_Worker(self._ctx, self.root, self.settings, self._threads, self._factory) for _ in range(n)]
-        deaths_before_ready = 0
+        deaths_before_ready, warned = 0, False
         try:
             while pending or any(w.task for w in workers):
                 for w in workers:
@@ -139,6 +141,8 @@ class PoolBackend:
                 now = time.monotonic()
                 deadlines = [w.started + timeout - now for w in workers if w.task is not None]
                 wait_s = max(0.0, min(deadlines)) if deadlines and timeout > 0 else None
+                if not any(w.ready for w in workers):  # all loading: look at the start limit every second
+                    wait_s = 1.0 if wait_s is None else min(wait_s, 1.0)
                 handles = [w.conn for w in workers] + [w.process.sentinel for w in workers]
                 wait(handles, timeout=wait_s)
                 for i, w in enumerate(workers):
@@ -180,6 +184,9 @@ class PoolBackend:
                         w.kill()
                         workers[i] = self._respawn(pending)
                 workers = [w for w in workers if w is not None]
+                if workers and not any(w.ready for w in workers):
+                    warned = waiting_for_start(time.monotonic() - max(w.spawned for w in workers), warned,
+                                               "a worker process")
         finally:
             for w in workers:
                 if w is None:

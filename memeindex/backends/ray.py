@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import MemeIndexError, WorkerFailed
+from . import waiting_for_start
 from ..generation import FileRows
 from ..plan import Task
 from ..settings import Settings
@@ -24,11 +25,6 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: hides the round trip without hoarding work
-# How long a build waits with no actor ready (models loaded) before it gives up: a cluster with no free CPU for
-# an actor, or a model load that hangs, would otherwise hang the build with no word. Generous: an autoscaling
-# cluster may take minutes to add a node.
-START_LIMIT_S = 300.0
-START_WARN_S = 30.0  # then it says once what it is waiting for
 
 
 class _Analyzer:
@@ -198,14 +194,8 @@ class RayBackend:
                     head_since[i] = time.monotonic()
                     yield rows
                 if len(starting) == n:  # no actor can take a file
-                    waited = time.monotonic() - max(started_at.values())
-                    if waited > START_WARN_S and not warned:
-                        warned = True
-                        log.warning("waiting %.0f s for a Ray worker to load the models (no free CPU in the "
-                                    "cluster?); giving up after %.0f s", waited, START_LIMIT_S)
-                    if waited > START_LIMIT_S:
-                        raise WorkerFailed(f"no Ray worker loaded the models within {START_LIMIT_S:g} s: the "
-                                           "cluster has no free CPU for one, or loading the models hangs")
+                    warned = waiting_for_start(time.monotonic() - max(started_at.values()), warned,
+                                               "a Ray worker", "the cluster has no free CPU for one")
                 if timeout > 0:
                     now = time.monotonic()
                     for i, queue in enumerate(queues):
