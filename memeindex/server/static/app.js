@@ -75,8 +75,9 @@ function toBlob(canvas) {
 }
 
 // `canvas`: the picture searched (a camera frame, a drawn photo); `file`: a photo sent as it is instead (one this
-// browser cannot draw), with no canvas to show it on.
-async function search(canvas, k, live, file = null) {
+// browser cannot draw, with no canvas to show it on; an animation, whose canvas shows its first frame scaled by
+// `boxScale`, the factor the server's box is drawn at).
+async function search(canvas, k, live, file = null, boxScale = 1) {
   state.busy = true;
   try {
     const form = new FormData();
@@ -95,7 +96,7 @@ async function search(canvas, k, live, file = null) {
     }
     state.searches += 1;
     document.body.dataset.searches = String(state.searches);
-    drawBox(body.query.box, canvas);
+    drawBox(body.query.box && body.query.box.map((v) => v * boxScale), canvas);
     if (live) {
       smooth(body.matches);
     } else {
@@ -227,7 +228,10 @@ async function searchFile(file) {
   setMode("file");
   setStatus("Searching…");
   while (state.busy) await new Promise((r) => setTimeout(r, 50));
-  await search(canvas, SHOW, false);
+  // A GIF goes as it is: its face may show only in a later frame, which the server looks through as
+  // `memeindex query` does; the preview is its first frame.
+  const animated = file.type === "image/gif";
+  await search(canvas, SHOW, false, animated ? file : null, animated ? scale : 1);
 }
 
 fileInput.addEventListener("change", () => { searchFile(fileInput.files[0]); fileInput.value = ""; });
