@@ -739,8 +739,9 @@ def _key_column(table: pa.Table) -> pa.Array:
     return pc.replace_with_mask(path, pa.array(odd), pa.array(keys, pa.string()))
 
 
-def _ids(values, value_set) -> np.ndarray:
-    """Each value's position in `value_set` (-1: not there), as numbers."""
+def positions(values, value_set) -> np.ndarray:
+    """Each value's position in `value_set` (-1: not there), as numbers (Arrow's hash table, no Python object per
+    value): how the generation's checks and template grouping join tables of a million rows."""
     import pyarrow.compute as pc
 
     return np.asarray(pc.index_in(values, value_set=value_set).fill_null(-1).to_numpy(zero_copy_only=False),
@@ -756,9 +757,9 @@ def agreement_errors(images: pa.Table, faces: pa.Table) -> list[str]:
     errors = []
     image_keys = _key_column(images)
     keys = pc.unique(image_keys)
-    image_key, face_key = _ids(image_keys, keys), _ids(_key_column(faces), keys)
+    image_key, face_key = positions(image_keys, keys), positions(_key_column(faces), keys)
     shas = pc.unique(pa.chunked_array(images.column("sha256").chunks + faces.column("sha256").chunks, pa.string()))
-    image_sha, face_sha = _ids(images.column("sha256"), shas), _ids(faces.column("sha256"), shas)
+    image_sha, face_sha = positions(images.column("sha256"), shas), positions(faces.column("sha256"), shas)
     known = face_key >= 0
     n_of_key = np.bincount(face_key[known], minlength=len(keys))
     low, high = np.full(len(keys), np.iinfo(np.int64).max), np.full(len(keys), -1)

@@ -383,13 +383,15 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from .generation import positions
+
     shas = images.column("sha256")
     # One unit per content, sorted: copies of a file are one unit (the faces table holds one copy's rows).
     units = pc.unique(shas)
     units = units.combine_chunks() if isinstance(units, pa.ChunkedArray) else units
     units = units.take(pc.sort_indices(units))
     n = len(units)
-    unit_of_row = np.asarray(pc.index_in(shas, value_set=units).to_numpy(zero_copy_only=False), np.int64)
+    unit_of_row = positions(shas, units)
     usable = np.ones(images.num_rows, bool)
     if "status" in images.column_names:
         usable = np.asarray(pc.not_equal(images.column("status"), "failed").fill_null(True)
@@ -397,15 +399,13 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     hash_int, known = _unit_hashes(images, "phash", unit_of_row, usable, n)
     dhash_int, dknown = _unit_hashes(images, "dhash", unit_of_row, usable, n)
 
-    face_unit = np.asarray(pc.index_in(faces.column("sha256").cast(pa.string()), value_set=units)
-                           .fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+    face_unit = positions(faces.column("sha256").cast(pa.string()), units)
     face_rows = np.flatnonzero(face_unit >= 0)  # faces with an image row (all of them, in a published generation)
     # Faces a picture holds: one copy's (a build writes each copy's rows), or two copies of a one-face meme would
     # pass for a two-face collage (_face_edges).
     paths = images.column("path")
     paths = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
-    face_file = np.asarray(pc.index_in(faces.column("path"), value_set=paths).fill_null(-1)
-                           .to_numpy(zero_copy_only=False), np.int64)[face_rows]
+    face_file = positions(faces.column("path"), paths)[face_rows]
     unit_files = np.unique(face_unit[face_rows] * (len(paths) + 1) + face_file + 1) // (len(paths) + 1)
     face_count = np.bincount(face_unit[face_rows], minlength=n) // np.maximum(np.bincount(unit_files, minlength=n), 1)
     has_faces = face_count > 0

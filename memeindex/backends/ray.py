@@ -92,7 +92,7 @@ class RayBackend:
         n = min(self.workers, len(pending))
         actors: list = [None] * n
         starting: dict = {}  # an actor's ready() ref -> its index, until its models are loaded
-        started_at: dict = {}  # the same ref -> when its actor was asked for
+        asked_at = [0.0] * n  # when each actor was last asked for
         warned = False
         queues: list[deque] = [deque() for _ in range(n)]  # each actor's refs, in the order it runs them
         task_of: dict = {}  # ref of a file's run -> (task, actor index)
@@ -107,8 +107,7 @@ class RayBackend:
             while queues[i]:
                 pending.appendleft(task_of.pop(queues[i].pop())[0])
             actors[i] = self._actor_class.remote(self.settings)
-            ready = actors[i].ready.remote()
-            starting[ready], started_at[ready] = i, time.monotonic()
+            starting[actors[i].ready.remote()], asked_at[i] = i, time.monotonic()
 
         def take(obj) -> FileRows:
             """The rows of a finished run, off its queue; a Ray error (not its own) fails the file. Raises died."""
@@ -149,7 +148,6 @@ class RayBackend:
                 for obj in done:
                     if obj in starting:
                         i = starting.pop(obj)
-                        del started_at[obj]
                         try:
                             init_error = ray.get(obj)
                         except ray.exceptions.RayError as exc:  # it died loading the models
@@ -194,7 +192,7 @@ class RayBackend:
                     head_since[i] = time.monotonic()
                     yield rows
                 if len(starting) == n:  # no actor can take a file
-                    warned = waiting_for_start(time.monotonic() - max(started_at.values()), warned,
+                    warned = waiting_for_start(time.monotonic() - max(asked_at), warned,
                                                "a Ray worker", "the cluster has no free CPU for one")
                 if timeout > 0:
                     now = time.monotonic()
