@@ -250,9 +250,22 @@ def models_fetch(models_dir, timeout, as_json):
         click.echo(f"ok {path}")
 
 
+def _check_embedders(ctx, param, value):
+    """An unknown --embedder is a usage error (exit 2) naming the valid choices, found before the dataset is read."""
+    if not value:
+        return value
+    from .embedders.registry import names  # only when the option is given: --help stays free of the models
+
+    unknown = [v for v in value if v not in names()]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not one of {', '.join(names())}")
+    return value
+
+
 @main.command("eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--embedder", "embedders", multiple=True, help="Model to score (repeatable; default: baseline + learned).")
+@click.option("--embedder", "embedders", multiple=True, callback=_check_embedders, metavar="NAME",
+              help="Model to score (repeatable; default: baseline + learned).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @JSON
 def evaluate_cmd(dataset_dir, embedders, progress, as_json):

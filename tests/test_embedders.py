@@ -9,7 +9,7 @@ import pytest
 from memeindex.embedders import registry
 from memeindex.embedders.base import (EXPRESSION_BLENDSHAPES, MIRRORED_BLENDSHAPES, N_BLENDSHAPES,
                                       NON_EXPRESSION_BLENDSHAPES)
-from memeindex.errors import ModelChecksumMismatch, ModelMissing
+from memeindex.errors import BadSetting, ModelChecksumMismatch, ModelMissing
 from memeindex.faces import BLENDSHAPE_NAMES
 from memeindex.settings import Settings
 
@@ -52,7 +52,7 @@ def test_tampered_or_missing_weights_are_refused(monkeypatch, tmp_path):
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ModelMissing, match="blendshapes-v1"):
+    with pytest.raises(BadSetting, match="blendshapes-v1"):  # a name the user chose, not a missing file
         registry.get_embedder(Settings.from_env(), "expression-v0")
 
 

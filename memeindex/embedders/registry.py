@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ModelChecksumMismatch, ModelMissing
+from ..errors import BadSetting, ModelChecksumMismatch, ModelMissing
 from ..settings import Settings
 from .base import ExpressionEmbedder
 from .blendshapes import BlendshapeEmbedder
@@ -87,16 +87,22 @@ def names() -> list[str]:
     return ["auto", *ALIASES, *FACTORIES]
 
 
-def resolve(name: str) -> str:
-    """The model id a name stands for ('auto' -> the default learned model when its file is present)."""
+def resolve(name: str, source: str = "") -> str:
+    """The model id a name stands for ('auto' -> the default learned model when its file is present). An unknown
+    name is BadSetting (a value the user chose, exit 2, as an unknown backend is); `source` says where it was read
+    ("MEMEINDEX_EMBEDDER")."""
     if name == "auto":
         return DEFAULT_LEARNED if LEARNED_MODELS[DEFAULT_LEARNED].present() else BlendshapeEmbedder.model_id
     model_id = ALIASES.get(name, name)
     if model_id not in FACTORIES:
-        raise ModelMissing(f"no embedder named {name!r} (known: {', '.join(names())})")
+        raise BadSetting(f"unknown embedder {name!r}{f' ({source})' if source else ''}: choose one of "
+                         f"{', '.join(names())}")
     return model_id
 
 
 def get_embedder(settings: Settings, name: str | None = None) -> ExpressionEmbedder:
-    """The embedder named `name` (or settings.embedder): 'auto', 'baseline', 'learned' or a model id."""
-    return FACTORIES[resolve(name or settings.embedder)](settings)
+    """The embedder named `name` (or settings.embedder, which users set as MEMEINDEX_EMBEDDER): 'auto', 'baseline',
+    'learned' or a model id."""
+    if name:
+        return FACTORIES[resolve(name)](settings)
+    return FACTORIES[resolve(settings.embedder, "MEMEINDEX_EMBEDDER")](settings)
