@@ -2,6 +2,8 @@
 Real models, the small real index of media_fixtures."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -40,3 +42,24 @@ def test_an_unknown_embedder_is_a_usage_error_naming_the_choices(tmp_path, index
                                "of ") and "\n" not in line and all(name in line for name in names()), line
     assert not (tmp_path / "idx").exists()  # refused before the build made anything
 
+
+def test_the_service_pages_need_nothing_from_outside(index):
+    """FastAPI's Swagger UI and ReDoc pages load their scripts from a CDN, blank offline: none is served; every HTML
+    page served refers to this server only, and the page's API link is the schema."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from memeindex.server import create_app
+    from memeindex.settings import Settings
+
+    with TestClient(create_app(index, Settings.from_env())) as client:
+        pages = {path: client.get(path) for path in ("/", "/docs", "/redoc", "/docs/oauth2-redirect")}
+        served = {path: r.text for path, r in pages.items()
+                  if r.status_code == 200 and r.headers["content-type"].startswith("text/html")}
+        assert "/" in served
+        for path, html in served.items():
+            assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), path
+        assert pages["/docs"].status_code == pages["/redoc"].status_code == 404
+        api = re.search(r'href="([^"]+)">API', served["/"])[1]
+        schema = client.get(api)
+        assert schema.status_code == 200 and "/api/search" in schema.json()["paths"]

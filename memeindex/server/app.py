@@ -43,7 +43,9 @@ def build_app(index_dir, settings, *, searcher=None, reload_interval=None) -> Fa
             watcher.cancel()
             service.close()
 
-    app = FastAPI(title="memeindex", version=__version__, lifespan=lifespan,
+    # No Swagger UI or ReDoc page: FastAPI's load their scripts from a CDN, so offline they render blank. The schema
+    # itself needs nothing from outside: /openapi.json, which the live page links to.
+    app = FastAPI(title="memeindex", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Make a face, find the meme. Upload a face to /api/search; the live page is at /.")
     app.state.service = service
     app.state.thumbs = ThumbnailCache(service.settings.thumb_cache_bytes, service.settings.hard_max_pixels)
