@@ -748,6 +748,45 @@ def positions(values, value_set) -> np.ndarray:
                       np.int64)
 
 
+_HEX_DIGIT = np.full(256, 255, np.uint8)  # byte -> its value as a hex digit; 255: not one
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_DIGIT[_c] = _HEX_DIGIT[ord(chr(_c).upper())] = _i
+
+
+def hex_words(column, whole: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64, readable) of the first 16 hex digits of each value of a string column, decoded from the Arrow
+    buffers a chunk at a time (no Python string per row): a sha256's meme id, or with `whole` a 64-bit picture hash,
+    which must be those 16 digits exactly. Unreadable (0): null, shorter than 16 bytes (or longer, with `whole`), or
+    a byte among the 16 that is not a hex digit (a non-ASCII character is several bytes: never a digit)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [_hex_chunk(chunk, whole) for chunk in chunks]
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    return np.concatenate([w for w, _ in parts]), np.concatenate([r for _, r in parts])
+
+
+def _hex_chunk(values: pa.Array, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.compute as pc
+
+    n = len(values)
+    if not n:
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    raw = values.cast(pa.string()).cast(pa.binary())
+    length = pc.binary_length(raw)
+    readable = np.asarray((pc.equal(length, 16) if whole else pc.greater_equal(length, 16)).fill_null(False)
+                          .to_numpy(zero_copy_only=False), bool)
+    head = raw if whole else pc.binary_slice(raw, 0, 16)
+    sixteen = pc.if_else(pa.array(readable), head, pa.scalar(b"0" * 16, pa.binary())).cast(pa.binary(16))
+    digits = np.frombuffer(sixteen.buffers()[1], np.uint8)[sixteen.offset * 16:(sixteen.offset + n) * 16]
+    nibbles = _HEX_DIGIT[digits].reshape(n, 16)
+    readable &= ~(nibbles == 255).any(axis=1)
+    words = np.zeros(n, np.uint64)
+    for k in range(16):  # a digit at a time: no (n, 16) array of 64-bit words
+        words = (words << np.uint64(4)) | nibbles[:, k]
+    words[~readable] = 0
+    return words, readable
+
+
 def agreement_errors(images: pa.Table, faces: pa.Table) -> list[str]:
     """Every way the images table and the faces table disagree (empty when they agree). Paths and contents are
     numbered once (Arrow hash tables) and compared as numbers: no Python object per row at a million rows; only the

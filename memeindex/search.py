@@ -265,29 +265,20 @@ def _lean_memory() -> None:
 _MALLOC_TUNED = False
 
 
-_HEX = np.full(256, 255, np.uint8)
-_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
-_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-
-
 def _meme_keys(shas) -> np.ndarray:
     """uint64 of each sha256's first 16 hex digits (the meme id), decoded in bulk from the Arrow buffers."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    if isinstance(shas, pa.ChunkedArray):
-        return np.concatenate([np.zeros(0, np.uint64)] + [_meme_keys(chunk) for chunk in shas.chunks])
-    if len(shas) == 0:
-        return np.zeros(0, np.uint64)
-    prefix = pc.utf8_slice_codeunits(shas, 0, 16)
-    if shas.null_count or pc.min(pc.utf8_length(prefix)).as_py() < 16:  # a short or missing hash: the slow path
-        return np.array([int((s or "")[:16] or "0", 16) for s in shas.to_pylist()], np.uint64)
-    fixed = prefix.cast(pa.binary(16))
-    digits = np.frombuffer(fixed.buffers()[1], np.uint8)[fixed.offset * 16:(fixed.offset + len(fixed)) * 16]
-    nibbles = _HEX[digits].reshape(-1, 16).astype(np.uint64)
-    if (nibbles == 255).any():
-        raise IndexMismatch("a sha256 column holds a non-hex digit: rebuild the index")
-    return (nibbles << (np.uint64(4) * np.arange(15, -1, -1, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+    keys, readable = generation.hex_words(shas)
+    rows = np.flatnonzero(~readable)
+    for row, sha in zip(rows.tolist(), shas.take(pa.array(rows)).to_pylist() if len(rows) else []):
+        try:
+            if sha is not None and len(sha.encode()) >= 16:  # long enough: a digit was not hex
+                raise ValueError(sha)
+            keys[row] = int(sha or "0", 16)  # a short or missing sha256 reads as the number it spells (none: 0)
+        except ValueError:
+            raise IndexMismatch("a sha256 column holds a non-hex digit: rebuild the index") from None
+    return keys
 
 
 class Searcher:

@@ -275,34 +275,12 @@ def _close_hashes(hashes: np.ndarray, queries: np.ndarray, max_bits: int) -> tup
     return lo[first], hi[first], bits[first]
 
 
-_HEX_DIGIT = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX_DIGIT[_c] = _HEX_DIGIT[ord(chr(_c).upper())] = _i
-
-
 def _hash_words(column) -> tuple[np.ndarray, np.ndarray]:
-    """(uint64 hashes, known mask) of a column of 16-hex-digit hashes, decoded from the Arrow buffers (no Python
-    string per row); an empty, null or malformed hash is unknown."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """(uint64 hashes, known mask) of a column of 16-hex-digit hashes; an empty, null or malformed hash is
+    unknown."""
+    from .generation import hex_words
 
-    col = pa.chunked_array(column) if not isinstance(column, pa.ChunkedArray) else column
-    col = col.cast(pa.string()).combine_chunks() if col.num_chunks != 1 else col.chunk(0).cast(pa.string())
-    n = len(col)
-    if not n:
-        return np.zeros(0, np.uint64), np.zeros(0, bool)
-    # 16 bytes, not 16 characters: a damaged value of 16 characters, one of them not ASCII, is not 16 bytes wide
-    known = np.asarray(pc.equal(pc.binary_length(col.cast(pa.binary())), 16).fill_null(False)
-                       .to_numpy(zero_copy_only=False), bool)
-    sixteen = pc.if_else(pa.array(known), col, "0" * 16).cast(pa.binary(16))
-    digits = np.frombuffer(sixteen.buffers()[1], np.uint8)[sixteen.offset * 16:(sixteen.offset + n) * 16]
-    nibbles = _HEX_DIGIT[digits].reshape(n, 16)
-    known &= ~(nibbles == 255).any(axis=1)
-    words = np.zeros(n, np.uint64)
-    for k in range(16):  # a digit at a time: no (n, 16) array of 64-bit words
-        words = (words << np.uint64(4)) | nibbles[:, k]
-    words[~known] = 0
-    return words, known
+    return hex_words(column, whole=True)
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:

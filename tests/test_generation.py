@@ -226,3 +226,19 @@ def test_face_rows_file_holds_each_face_record_in_row_order_and_check_reads_its_
 
     g.face_rows_path.unlink()  # a generation written before faces.rows: still valid
     assert gen.check(idx.path).ok and g.open_face_rows(faces.num_rows) is None
+
+
+def test_hex_columns_read_as_numbers_one_way_for_meme_ids_and_hashes():
+    """generation.hex_words decodes the sha256 prefixes (search's meme ids) and the picture hashes (templates);
+    a damaged sha256 column is IndexMismatch, whatever is wrong with it (a short non-hex value or one of
+    several-byte characters had escaped as a bare ValueError)."""
+    from memeindex.search import _meme_keys
+    from memeindex.templates import _hash_words
+
+    shas = pa.chunked_array([pa.array(["00000000000000ff" + "e" * 48, "ABC", None]), pa.array(["f" * 64])])
+    assert _meme_keys(shas).tolist() == [255, 0xABC, 0, 2**64 - 1]
+    words, known = _hash_words(pa.array(["00000000000000ff", "00000000000000ff0", "ABCDEF0123456789"]))
+    assert known.tolist() == [True, False, True] and words.tolist() == [255, 0, 0xABCDEF0123456789]
+    for damaged in ("g" * 64, "zz", "é" * 9):
+        with pytest.raises(IndexMismatch, match="non-hex"):
+            _meme_keys(pa.array([damaged]))
