@@ -163,6 +163,8 @@ class Cadence:
 
 def _duration(img: Image.Image) -> float:
     """Seconds the current frame of an animation shows; 0 or 10 ms or less counts as 100 ms, as browsers play it."""
+    if img.format == "WEBP" and "duration" not in img.info:  # not every format: a JPEG must not load before draft
+        img.load()  # WebP says a frame's duration once it decodes it (seek() drops the last one): each read as 100 ms
     ms = img.info.get("duration") or 0
     return (ms if ms > 10 else 100) / 1000.0
 
