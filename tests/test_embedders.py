@@ -51,6 +51,25 @@ def test_tampered_or_missing_weights_are_refused(monkeypatch, tmp_path):
     assert registry.get_embedder(settings, "auto").model_id == "blendshapes-v1"  # no file: the baseline
 
 
+@pytest.mark.parametrize("model_id", sorted(registry.LEARNED_MODELS))
+def test_a_learned_model_loads_from_a_folder_whose_name_is_not_utf8(monkeypatch, tmp_path, grace_rgb, model_id):
+    import os
+
+    from memeindex.faces import FaceDetector
+
+    model = registry.LEARNED_MODELS[model_id]
+    settings = Settings.from_env()
+    with FaceDetector(settings) as detector:
+        faces = detector.detect(grace_rgb)
+    expected = registry.get_embedder(settings, model_id).embed(grace_rgb, faces)
+    odd = tmp_path / os.fsdecode(b"checkout-\xff\xfe") / "weights"  # a checkout under such a folder
+    odd.mkdir(parents=True)
+    shutil.copy(model.path, odd / model.filename)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", odd)
+    embedder = registry.get_embedder(settings, model_id)  # LiteRT's model_path raised TypeError on such a path
+    assert np.array_equal(embedder.embed(grace_rgb, faces), expected) and len(faces) == 1
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(BadSetting, match="blendshapes-v1"):  # a name the user chose, not a missing file
         registry.get_embedder(Settings.from_env(), "expression-v0")

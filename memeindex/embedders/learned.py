@@ -131,7 +131,9 @@ class LearnedEmbedder:
         self.model_id = model_id or self.path.stem
         self.model_sha256 = sha256  # the registry's pin, checked against the file before this is built
         self._lock = threading.Lock()
-        self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        # The bytes, not the path: LiteRT takes model_path as UTF-8 text only, and a checkout whose path is not
+        # UTF-8 (a surrogate-escaped str) raised TypeError; the face models are read so too (faces/bundle.py).
+        self._interp = Interpreter(model_content=self.path.read_bytes(), num_threads=num_threads)
         inputs = self._interp.get_input_details()
         self._image_in = next(d for d in inputs if len(d["shape"]) == 4 and d["shape"][-1] == 1)
         self._shapes_in = next(d for d in inputs if len(d["shape"]) == 2)
