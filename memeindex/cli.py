@@ -99,6 +99,10 @@ def _check_index_type(ctx, param, value):
 @click.option("--backend", type=click.Choice(BACKENDS), envvar="MEMEINDEX_BACKEND", cls=EnvOption,
               help="Where files are analysed: local processes (default), this process (inprocess: no per-file "
               "time limit, a file that hangs the decoder hangs the build), or Ray.")
+@click.option("--file-timeout", type=click.FloatRange(min=0), envvar="MEMEINDEX_FILE_TIMEOUT", cls=EnvOption,
+              metavar="SECONDS",
+              help=f"Seconds one file may take before its worker is killed and the file fails (default "
+              f"{Settings.file_timeout:g}; 0: no limit; the pool and ray backends).")
 @click.option("--ray-address", envvar="MEMEINDEX_RAY_ADDRESS", cls=EnvOption,
               help="Ray cluster to join with --backend ray (e.g. ray://head:10001, or auto); default: a local Ray.")
 @click.option("--index-type", envvar="MEMEINDEX_INDEX_TYPE", cls=EnvOption, metavar="TYPE",
@@ -110,13 +114,13 @@ def _check_index_type(ctx, param, value):
               "faces: no small, close-up, turned or cartoon rescue rounds). A later build without it re-analyses "
               "the files this one found no face in.")
 @JSON
-def build(images_dir, index_dir, rebuild, retry_failed, workers, progress, backend, ray_address, index_type, fast,
-          as_json):
+def build(images_dir, index_dir, rebuild, retry_failed, workers, progress, backend, file_timeout, ray_address,
+          index_type, fast, as_json):
     """Index the faces of every image under IMAGES_DIR (incremental)."""
     from .indexer import build as run_build
 
     progress = sys.stderr.isatty() if progress is None else progress
-    settings = Settings.from_env(**({"second_pass": False} if fast else {}))
+    settings = Settings.from_env(file_timeout=file_timeout, **({"second_pass": False} if fast else {}))
     summary = run_build(images_dir, index_dir, settings, rebuild=rebuild, workers=workers,
                         progress=progress, backend=backend, ray_address=ray_address, index_type=index_type,
                         retry_failed=retry_failed)

@@ -88,7 +88,7 @@ def inference_threads(processes: int) -> int:
 
 def over_time_limit(timeout: float) -> str:
     """The reason of a file cut at the per-file time limit (settings.file_timeout), whichever backend cut it."""
-    return f"took longer than the {timeout:g} s per-file limit (MEMEINDEX_FILE_TIMEOUT)"
+    return f"took longer than the {timeout:g} s per-file limit (raise it with --file-timeout or MEMEINDEX_FILE_TIMEOUT)"
 
 
 def worker_died(why: str) -> str:

@@ -63,3 +63,23 @@ def test_the_service_pages_need_nothing_from_outside(index):
         api = re.search(r'href="([^"]+)">API', served["/"])[1]
         schema = client.get(api)
         assert schema.status_code == 200 and "/api/search" in schema.json()["paths"]
+
+
+def test_a_file_over_the_time_limit_says_how_to_raise_it(tmp_path, grace_rgb):
+    import numpy as np
+    from PIL import Image
+
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    # a large frame: its analysis takes far longer (~0.1 s) than a loaded machine may keep the parent from noticing
+    # the 1 ms limit (tests/test_build_hardening.py's reason)
+    Image.fromarray(np.repeat(np.repeat(grace_rgb, 5, axis=0), 5, axis=1)).save(memes / "grace.jpg", quality=90)
+    result = run("build", memes, "--index", tmp_path / "index", "--workers", "1", "--file-timeout", "0.001")
+    assert result.exit_code == 0, result.output
+    assert ("skipping grace.jpg: took longer than the 0.001 s per-file limit (raise it with --file-timeout or "
+            "MEMEINDEX_FILE_TIMEOUT)") in result.stderr
+    assert "failed=1 (new 1)" in result.stdout
+    negative = run("build", memes, "--index", tmp_path / "index", "--file-timeout", "-1")
+    assert negative.exit_code == 2 and "'--file-timeout'" in negative.stderr
+    from_env = run("build", memes, "--index", tmp_path / "index", env={"MEMEINDEX_FILE_TIMEOUT": "-1"})
+    assert from_env.exit_code == 2 and "MEMEINDEX_FILE_TIMEOUT" in from_env.stderr, from_env.output
