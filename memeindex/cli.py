@@ -43,7 +43,14 @@ class _TqdmHandler(logging.Handler):
     def emit(self, record):
         from tqdm import tqdm
 
-        tqdm.write(self.format(record), file=sys.stderr)
+        text = self.format(record)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a path not UTF-8 in a line that did not show it through shown_path
+            from .generation import shown_path
+
+            text = "\n".join(shown_path(line) for line in text.split("\n"))
+        tqdm.write(text, file=sys.stderr)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -60,7 +67,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MemeIndexError as exc:
-            click.echo(f"memeindex: error: {exc}", err=True)
+            from .generation import shown_path
+
+            # a path in the message (an index folder, a query file) shows as every path shown does: a name that is
+            # not UTF-8 with \xNN, a control character escaped, so the error stays one line
+            click.echo(f"memeindex: error: {shown_path(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("memeindex: interrupted", err=True)
@@ -180,7 +191,7 @@ def query(image, k, face, sheet, index_dir, as_json):
                 try:
                     written = write_sheet(result, image, searcher, sheet)
                 except OSError as exc:
-                    raise click.FileError(str(sheet), hint=exc.strerror or str(exc)) from None
+                    raise click.FileError(shown_path(str(sheet)), hint=exc.strerror or str(exc)) from None
         finally:
             searcher.close()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_query(result))
@@ -243,6 +254,7 @@ def models():
 @JSON
 def models_fetch(models_dir, timeout, as_json):
     """Fetch every pinned model, verifying its sha256."""
+    from .generation import shown_path
     from .models import REGISTRY, fetch_all
 
     fetched = fetch_all(models_dir or Settings.from_env().models_dir, timeout=timeout)
@@ -251,7 +263,7 @@ def models_fetch(models_dir, timeout, as_json):
                                for name, path in fetched.items()], indent=2))
         return
     for path in fetched.values():
-        click.echo(f"ok {path}")
+        click.echo(f"ok {shown_path(str(path))}")
 
 
 def _check_embedders(ctx, param, value):
@@ -299,12 +311,13 @@ def _download_options(command):
 
 def _download_report(summary, as_json: bool) -> None:
     from .errors import DownloadFailed
+    from .generation import shown_path
 
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         click.echo(f"memeindex download: downloaded={summary.downloaded} skipped={summary.skipped} "
-                   f"failed={summary.failed} in {summary.seconds:.1f}s -> {summary.dest}")
+                   f"failed={summary.failed} in {summary.seconds:.1f}s -> {shown_path(str(summary.dest))}")
     if summary.failed and not (summary.downloaded or summary.skipped):
         click.echo(f"memeindex: error: nothing usable arrived: all {summary.failed} files failed", err=True)
         sys.exit(DownloadFailed.exit_code)  # nothing to index: a script must not go on to build

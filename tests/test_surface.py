@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import media_fixtures as media
 from memeindex.cli import main
 from memeindex.errors import BadSetting
+from memeindex.settings import Settings
 
 
 def run(*args, env=None):
@@ -50,7 +51,6 @@ def test_the_service_pages_need_nothing_from_outside(index):
     from fastapi.testclient import TestClient
 
     from memeindex.server import create_app
-    from memeindex.settings import Settings
 
     with TestClient(create_app(index, Settings.from_env())) as client:
         pages = {path: client.get(path) for path in ("/", "/docs", "/redoc", "/docs/oauth2-redirect")}
@@ -83,3 +83,36 @@ def test_a_file_over_the_time_limit_says_how_to_raise_it(tmp_path, grace_rgb):
     assert negative.exit_code == 2 and "'--file-timeout'" in negative.stderr
     from_env = run("build", memes, "--index", tmp_path / "index", env={"MEMEINDEX_FILE_TIMEOUT": "-1"})
     assert from_env.exit_code == 2 and "MEMEINDEX_FILE_TIMEOUT" in from_env.stderr, from_env.output
+
+
+def test_a_path_that_is_not_utf8_shows_as_every_path_shows(tmp_path, index, grace_path):
+    """Every path a command's line shows goes through generation.shown_path: a byte that is not UTF-8 as \\xNN,
+    never Python's surrogate escape (\\udcff) or click's replacement character."""
+    import os
+    import shutil
+
+    odd = tmp_path / os.fsdecode(b"odd-\xff")
+    shown = f"{tmp_path}/odd-\\xff"
+
+    def assert_shown(result, *expected):
+        assert "\\udc" not in result.output and "\ufffd" not in result.output, result.output
+        for text in expected:
+            assert text in result.output, (text, result.output)
+
+    missing = run("query", f"{odd}.jpg", "--index", index)
+    assert missing.exit_code == 7
+    assert_shown(missing, f"memeindex: error: {shown}.jpg: no such file")
+    no_index = run("query", grace_path, "--index", odd)
+    assert no_index.exit_code == 4
+    assert_shown(no_index, f"memeindex: error: no index at {shown}: build one")
+    no_root = run("build", odd, "--index", tmp_path / "idx")
+    assert no_root.exit_code == 6
+    assert_shown(no_root, f"image folder {shown} ")
+    sheet = run("-v", "query", grace_path, "--index", index, "--sheet", f"{odd}.png")
+    assert sheet.exit_code == 0, sheet.output
+    assert_shown(sheet, f"wrote contact sheet {shown}.png", f"contact sheet: {shown}.png")  # a log line, the CLI's
+    models = tmp_path / os.fsdecode(b"models-\xfe")
+    shutil.copytree(Settings.from_env().models_dir, models)
+    fetched = run("models", "fetch", "--models-dir", models)
+    assert fetched.exit_code == 0
+    assert_shown(fetched, f"ok {tmp_path}/models-\\xfe/")

@@ -43,7 +43,9 @@ def serve(index_dir: str | Path | None = None, host: str = "127.0.0.1", port: in
     _check_listen(host, port)  # before the models load, and not uvicorn's exit status 3 (a missing model's code)
     app = create_app(index_dir, settings)
     scheme = "https" if certfile else "http"
-    log.info("serving %s on %s://%s:%d/", app.state.service.index_dir, scheme, host, port)
+    from ..generation import shown_path
+
+    log.info("serving %s on %s://%s:%d/", shown_path(str(app.state.service.index_dir)), scheme, host, port)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
                     ssl_certfile=str(certfile) if certfile else None, ssl_keyfile=str(keyfile) if keyfile else None)

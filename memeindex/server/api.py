@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import ImageTooLarge, NoFace, NotAnImage
 from ..formats import HEAD_BYTES, sniff_video
+from ..generation import shown_path
 from .thumbs import MAX_SIZE, MIN_SIZE
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def meme_thumb(request: Request, meme_id: str,
     try:
         data = request.app.state.thumbs.get(path, side)
     except Exception as exc:  # the indexed file changed or broke since the build
-        log.warning("thumbnail of %s failed: %s", path, exc)
+        log.warning("thumbnail of %s failed: %s", shown_path(str(path)), exc)
         raise HTTPException(404, "this meme's file can no longer be read") from None
     return Response(data, media_type="image/jpeg", headers=IMMUTABLE)
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MemeIndexError, ServiceBusy
+from ..generation import shown_path
 from ..search import MEME_ID
 from ..settings import Settings
 
@@ -60,9 +61,9 @@ class SearchService:
         self._last_check = now
         try:
             if self.searcher.reload_if_changed():
-                log.info("index reloaded: %s", self.index_dir)
+                log.info("index reloaded: %s", shown_path(str(self.index_dir)))
         except MemeIndexError as exc:  # the index removed, damaged or rebuilt for another model: one line, no trace
-            log.warning("index reload failed (%s); still serving the previous index", exc)
+            log.warning("index reload failed (%s); still serving the previous index", shown_path(str(exc)))
         except Exception:  # a half-written or broken new index: keep serving the old one
             log.exception("index reload failed; still serving the previous index")
 
@@ -112,7 +113,8 @@ class SearchService:
         except (KeyError, OSError, ValueError):
             return None
         if not folder.is_relative_to(root) or not path.is_file():
-            log.warning("refusing meme %s: %s is not a file under %s", meme_id, path, root)
+            log.warning("refusing meme %s: %s is not a file under %s", meme_id, shown_path(str(path)),
+                        shown_path(str(root)))
             return None
         return path
 
@@ -121,7 +123,7 @@ class SearchService:
         try:
             info = dict(self.searcher.info())
         except Exception as exc:  # health must answer even when the index is unwell (the message may hold paths)
-            log.warning("index info failed: %s", exc)
+            log.warning("index info failed: %s", shown_path(str(exc)))
             return {"error": type(exc).__name__}
         return {k: _public(v) for k, v in info.items()}
 
