@@ -228,10 +228,31 @@ async function searchFile(file) {
   setMode("file");
   setStatus("Searching…");
   while (state.busy) await new Promise((r) => setTimeout(r, 50));
-  // A GIF goes as it is: its face may show only in a later frame, which the server looks through as
-  // `memeindex query` does; the preview is its first frame.
-  const animated = file.type === "image/gif";
+  // An animation (GIF, animated WebP, APNG) goes as it is: its face may show only in a later frame, which the
+  // server looks through as `memeindex query` does; the preview is its first frame.
+  const animated = await isAnimation(file);
   await search(canvas, SHOW, false, animated ? file : null, animated ? scale : 1);
+}
+
+// Whether a file is an animation, by its bytes (an APNG is often named .png, and types say nothing of frames):
+// every GIF; a WebP whose VP8X header sets the animation flag; a PNG with an acTL chunk before its first IDAT.
+async function isAnimation(file) {
+  const bytes = async (start, end) => new Uint8Array(await file.slice(start, end).arrayBuffer());
+  const text = (b, from, to) => String.fromCharCode(...b.subarray(from, to));
+  const head = await bytes(0, 32);
+  if (text(head, 0, 6) === "GIF87a" || text(head, 0, 6) === "GIF89a") return true;
+  if (text(head, 0, 4) === "RIFF" && text(head, 8, 12) === "WEBP") {
+    return text(head, 12, 16) === "VP8X" && (head[20] & 0x02) !== 0;
+  }
+  if (text(head, 0, 8) !== "\x89PNG\r\n\x1a\n") return false;
+  for (let at = 8; at + 8 <= file.size;) {  // chunks: 4-byte big-endian length, 4-byte type, data, 4-byte CRC
+    const chunk = await bytes(at, at + 8);
+    const type = text(chunk, 4, 8);
+    if (type === "acTL") return true;
+    if (type === "IDAT" || type === "IEND") return false;
+    at += 12 + new DataView(chunk.buffer).getUint32(0);
+  }
+  return false;
 }
 
 fileInput.addEventListener("change", () => { searchFile(fileInput.files[0]); fileInput.value = ""; });
