@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
 
         be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
         try:
-            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim, model_sha256)
+            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim, model_sha256, root)
         finally:
             be.close()
         images = [*work.keep, *work.reuse, *(r.image for r in analysed)]
@@ -171,8 +172,17 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     return summary
 
 
+def _folder_gone(root: Path) -> bool:
+    """The image folder is missing or empty (an unmounted share's mount point), as the build's start refuses it."""
+    try:
+        with os.scandir(root) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return True
+
+
 def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, progress: bool,
-             summary: BuildSummary, model_id: str, dim: int, model_sha256: str = "") -> list[FileRows]:
+             summary: BuildSummary, model_id: str, dim: int, model_sha256: str, root: Path) -> list[FileRows]:
     from tqdm import tqdm
 
     done: list[FileRows] = []
@@ -196,6 +206,9 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
             if rows.image.run_failures:
                 rows.image.run_failures += earlier_run_failures.get(rows.image.path, 0)
             if rows.image.status == "failed":
+                if _folder_gone(root):  # unmounted: every file left fails too, and a publish would fail them all
+                    raise RootMissing(f"image folder {root} went missing or empty during the build: stopped, the "
+                                      "index is left as it was; the next build resumes from the files done so far")
                 summary.failed_now += 1
                 log.warning("skipping %s: %s", gen.shown_path(rows.image.path), rows.image.reason)
             done.append(rows)

@@ -1,0 +1,67 @@
+"""What a new user trips over (qa5's pass), end to end on real photos and the real models."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memeindex.errors import RootMissing
+from memeindex.generation import IndexDir
+
+from test_cli import run, save, summary
+
+
+@pytest.fixture
+def two(tmp_path, grace_rgb):
+    root = tmp_path / "memes"
+    save(grace_rgb, root / "grace.jpg", quality=90)
+    save(np.full((120, 160, 3), 200, np.uint8), root / "wall.png")
+    return root
+
+
+@pytest.mark.parametrize("how", ["removed", "emptied"])
+def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was(tmp_path, two, grace_path,
+                                                                                 monkeypatch, how):
+    """An unmounted share mid-build (its mount point gone or left empty): every file still to analyse fails to
+    read. The build published them all as failed (exit 0: a --rebuild left the index without a face until the next
+    night's build); it stops like a build that finds the folder missing at its start, and the next build, the
+    folder back, finishes the work."""
+    from memeindex import indexer
+
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    before = IndexDir(index).current()
+    away = tmp_path / "away"
+    real, seen = indexer.fingerprint, []
+
+    def unmount_after_the_plan(path):  # the plan hashes both files for --rebuild; then the folder goes
+        fp = real(path)
+        seen.append(path)
+        if len(seen) == 2:
+            if how == "removed":
+                two.rename(away)
+            else:
+                away.mkdir()
+                for f in list(two.iterdir()):
+                    f.rename(away / f.name)
+        return fp
+
+    monkeypatch.setattr(indexer, "fingerprint", unmount_after_the_plan)
+    gone = run("build", two, "--index", index, "--backend", "inprocess", "--rebuild")
+    assert gone.exit_code == RootMissing.exit_code, gone.output  # was 0: failed=2 (new 2) images=2 faces=0
+    assert "index is left as it was" in gone.stderr and "skipping" not in gone.stderr
+    assert IndexDir(index).current() == before
+    q = run("query", grace_path, "--index", index, "--json")
+    assert json.loads(q.stdout)["matches"][0]["path"] == "grace.jpg"
+
+    monkeypatch.setattr(indexer, "fingerprint", real)
+    if how == "removed":
+        away.rename(two)
+    else:
+        for f in list(away.iterdir()):
+            f.rename(two / f.name)
+    s = summary(run("build", two, "--index", index, "--backend", "inprocess", "--rebuild"))
+    assert (s["images"], s["faces"], s["failed"]) == ("2", "1", "0")
