@@ -71,10 +71,13 @@ def looks_like_video(head: bytes, name: str) -> bool:
 
 def is_video(path: str | os.PathLike) -> bool:
     """Whether the file at `path` is a video (looks_like_video of its first bytes); one that cannot be read is judged
-    by its extension alone (the query then says why it cannot read it)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-    except OSError:
-        head = b""
+    by its extension alone (the query then says why it cannot read it), and so is anything but a regular file (opening
+    a FIFO nobody writes to waits for ever)."""
+    head = b""
+    if os.path.isfile(path):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(HEAD_BYTES)
+        except OSError:
+            pass
     return looks_like_video(head, os.fspath(path))

@@ -65,3 +65,26 @@ def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was
             f.rename(two / f.name)
     s = summary(run("build", two, "--index", index, "--backend", "inprocess", "--rebuild"))
     assert (s["images"], s["faces"], s["failed"]) == ("2", "1", "0")
+
+
+def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two):
+    """`memeindex query` of a named pipe nobody writes to: the decoder refuses what is not a regular file ('reading it
+    could block forever'), but the video sniff opened it first and blocked in open() for ever. In a subprocess, so
+    the old code fails the test instead of hanging the run."""
+    import os
+    import subprocess
+    import sys
+
+    from memeindex.errors import NotAnImage
+
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    fifo = tmp_path / "me.jpg"
+    os.mkfifo(fifo)
+    try:
+        done = subprocess.run([sys.executable, "-m", "memeindex.cli", "query", str(fifo), "--index", str(index)],
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("memeindex query waited on the FIFO")
+    assert done.returncode == NotAnImage.exit_code, done.stderr
+    assert "me.jpg: not a regular file" in done.stderr
