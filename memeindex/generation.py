@@ -724,15 +724,17 @@ class Disagreement(Exception):
     """images.parquet and faces.parquet would disagree; a bug, never written."""
 
 
-def _key_column(table: pa.Table) -> pa.Array:
+def key_column(table: pa.Table) -> pa.Array | pa.ChunkedArray:
     """One string per row telling the rows' in-memory paths apart: the stored path and, for a name that is not
-    UTF-8, its exact bytes in hex after a NUL (which no file name holds). Python values only for those rare rows."""
+    UTF-8, its exact bytes in hex after a NUL (which no file name holds). Python values only for those rare rows.
+    How faces rows find their file's images row (the checks, template grouping): the stored path alone is the same
+    for a name that is not UTF-8 and the UTF-8 name that spells its escapes."""
     import pyarrow.compute as pc
 
-    path = table.column("path").combine_chunks()
     raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
     if raw is None or raw.null_count == table.num_rows:
-        return path
+        return table.column("path")  # as it is: no copy of a million faces' paths
+    path = table.column("path").combine_chunks()
     odd = raw.is_valid().to_numpy(zero_copy_only=False)
     rows = pa.array(np.flatnonzero(odd))
     keys = [p + "\x00" + b.hex() for p, b in zip(path.take(rows).to_pylist(), raw.take(rows).to_pylist())]
@@ -794,9 +796,9 @@ def agreement_errors(images: pa.Table, faces: pa.Table) -> list[str]:
     import pyarrow.compute as pc
 
     errors = []
-    image_keys = _key_column(images)
+    image_keys = key_column(images)
     keys = pc.unique(image_keys)
-    image_key, face_key = positions(image_keys, keys), positions(_key_column(faces), keys)
+    image_key, face_key = positions(image_keys, keys), positions(key_column(faces), keys)
     shas = pc.unique(pa.chunked_array(images.column("sha256").chunks + faces.column("sha256").chunks, pa.string()))
     image_sha, face_sha = positions(images.column("sha256"), shas), positions(faces.column("sha256"), shas)
     known = face_key >= 0

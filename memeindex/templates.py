@@ -354,14 +354,15 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     limits (`face_match`); `rules`, FACE_MATCH-shaped, replaces them (scripts/fit_templates.py tries scales).
 
     `images` needs sha256 and phash (dhash and status optional: without dhash, hash joins rest on the pHash alone;
-    failed files stay alone); `faces` needs sha256, blendshapes and embedding. A template id is the smallest 16-hex
-    file id (sha256 prefix) among its files, so it stays put while its members do. Files with the same content
-    share a template. Everything per row stays in Arrow and numpy: only pairs of close files are looked at.
+    failed files stay alone); `faces` needs sha256, blendshapes and embedding; both need path (and path_bytes,
+    where a name is not UTF-8: generation.key_column). A template id is the smallest 16-hex file id (sha256 prefix)
+    among its files, so it stays put while its members do. Files with the same content share a template. Everything
+    per row stays in Arrow and numpy: only pairs of close files are looked at.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .generation import positions
+    from .generation import key_column, positions
 
     shas = images.column("sha256")
     # One unit per content, sorted: copies of a file are one unit (the faces table holds one copy's rows).
@@ -381,10 +382,9 @@ def template_ids(images, faces, model_id: str | None = None, rules=None):
     face_rows = np.flatnonzero(face_unit >= 0)  # faces with an image row (all of them, in a published generation)
     # Faces a picture holds: one copy's (a build writes each copy's rows), or two copies of a one-face meme would
     # pass for a two-face collage (_face_edges).
-    paths = images.column("path")
-    paths = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
-    face_file = positions(faces.column("path"), paths)[face_rows]
-    unit_files = np.unique(face_unit[face_rows] * (len(paths) + 1) + face_file + 1) // (len(paths) + 1)
+    files = images.num_rows
+    face_file = positions(key_column(faces), key_column(images))[face_rows]
+    unit_files = np.unique(face_unit[face_rows] * (files + 1) + face_file + 1) // (files + 1)
     face_count = np.bincount(face_unit[face_rows], minlength=n) // np.maximum(np.bincount(unit_files, minlength=n), 1)
     has_faces = face_count > 0
     edges = [_face_edges(faces, face_rows, face_unit, hash_int, known, face_count, rules or face_match(model_id))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -303,3 +304,26 @@ def test_malformed_hashes_are_unknown_not_an_error():
 
     words, known = _hash_words(pa.array(["00000000000000ff", "é123456789abcdef", "g123456789abcdef", "abc", None, ""]))
     assert known.tolist() == [True, False, False, False, False, False] and words[0] == 255
+
+
+def test_faces_find_their_file_by_its_exact_name_not_its_stored_text():
+    """Two copies of a one-face picture, one named b"a\\xff.jpg" (not UTF-8: stored as the text "a\\\\xff.jpg" with
+    its bytes in path_bytes) and one named that text itself: each copy's face is its own file's (generation's key
+    column), so the content holds one face, not two, and it joins a far crop of the picture with the same one face.
+    Keyed by the stored text, both faces fell to the first file: a two-face collage, kept apart."""
+    from memeindex.generation import stored_path
+    from memeindex.templates import template_ids
+
+    odd, odd_bytes = stored_path(os.fsdecode(b"a\xff.jpg"))
+    assert odd == "a\\xff.jpg" and odd_bytes == b"a\xff.jpg"
+    shas = ["a" * 64, "a" * 64, "b" * 64]
+    images = pa.table({"path": [odd, odd, "b.jpg"], "path_bytes": pa.array([None, odd_bytes, None], pa.binary()),
+                       "sha256": shas, "phash": ["0" * 16, "0" * 16, "f" * 16], "status": ["faces"] * 3})
+    emb = np.zeros((3, 64), np.float32)
+    emb[:, 0] = 1  # the same face in all three
+    faces = pa.table({"path": [odd, odd, "b.jpg"], "path_bytes": pa.array([None, odd_bytes, None], pa.binary()),
+                      "sha256": shas,
+                      "blendshapes": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(3 * 52, np.float32)), 52),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 64)})
+    image_ids, face_ids = template_ids(images, faces)
+    assert image_ids.to_pylist() == ["a" * 16] * 3 and face_ids.to_pylist() == ["a" * 16] * 3
