@@ -38,6 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchkit import expression_vectors, status_mb  # noqa: E402 (scripts/ is on sys.path when run)
+
 WORDS = ("distracted boyfriend drake hotline bling two buttons change my mind surprised pikachu this is fine "
          "woman yelling at cat expanding brain success kid hide the pain harold roll safe disaster girl "
          "mocking spongebob awkward look monkey puppet grumpy cat bad luck brian ancient aliens").split()
@@ -97,13 +99,7 @@ def synthetic_tables(n_faces: int, dim: int, model_id: str, distribution: str, s
                                        .astype(str), ".gif"), face_no % 3, 0).astype(np.int32)
     assert (status_sorted[counts_sorted > 0] == "faces").all()
 
-    if distribution == "uniform":
-        emb = rng.standard_normal((n_faces, dim), dtype=np.float32)
-    else:
-        centres = np.random.default_rng(12345).standard_normal((2000, dim)).astype(np.float32)
-        emb = centres[rng.integers(0, len(centres), n_faces)] + \
-            0.8 * rng.standard_normal((n_faces, dim), dtype=np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = expression_vectors(rng, n_faces, dim, distribution)
     x0 = rng.uniform(0, 800, n_faces).astype(np.float32)
     y0 = rng.uniform(0, 600, n_faces).astype(np.float32)
     side = rng.uniform(24, 300, n_faces).astype(np.float32)
@@ -128,13 +124,7 @@ def synthetic_tables(n_faces: int, dim: int, model_id: str, distribution: str, s
 
 def query_vectors(n: int, dim: int, distribution: str, seed: int = 99) -> np.ndarray:
     """Fresh query vectors from the same distribution as the stored faces (none of them is stored)."""
-    rng = np.random.default_rng(seed)
-    if distribution == "uniform":
-        q = rng.standard_normal((n, dim), dtype=np.float32)
-    else:
-        centres = np.random.default_rng(12345).standard_normal((2000, dim)).astype(np.float32)
-        q = centres[rng.integers(0, len(centres), n)] + 0.8 * rng.standard_normal((n, dim), dtype=np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    return expression_vectors(np.random.default_rng(seed), n, dim, distribution)
 
 
 def write_synthetic(index_dir: Path, faces: int, index_type: str = "auto", distribution: str = "clustered"):
@@ -200,14 +190,6 @@ def write(args, scratch: Path) -> dict:
     np.savez(scratch / "queries.npz", queries=queries, exact=exact)
     (scratch / "written.json").write_text(json.dumps(figures))  # what --reuse reports as the write figures
     return figures
-
-
-def status_mb(field: str) -> float:
-    """This process's /proc/self/status figure `field` (VmRSS, VmHWM) in MB; NaN where there is none."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(scratch: Path) -> dict:

@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_scale import status_mb  # noqa: E402 (scripts/ is on sys.path when run)
+from benchkit import expression_vectors, reset_peak_rss, status_mb  # noqa: E402 (scripts/ is on sys.path when run)
 
 MODEL = "expression-v1"  # the reference model: FACE_MATCH's limits as written
 DIM = 64
@@ -68,10 +68,7 @@ def synthetic(n_files: int, seed: int = 0):
     n_faces_of_group = np.where(rng.random(n_groups) < 0.1, 0, rng.integers(1, 4, n_groups))
     counts = n_faces_of_group[group]
 
-    centres = np.random.default_rng(12345).standard_normal((2000, DIM)).astype(np.float32)
-    base_emb = centres[rng.integers(0, len(centres), (n_groups, 3))] + \
-        0.8 * rng.standard_normal((n_groups, 3, DIM), dtype=np.float32)
-    base_emb /= np.linalg.norm(base_emb, axis=2, keepdims=True)
+    base_emb = expression_vectors(rng, (n_groups, 3), DIM)
     base_shapes = rng.random((n_groups, 3, gen.N_BLENDSHAPES), dtype=np.float32)
 
     file_of_face = np.repeat(np.arange(n_files), counts)
@@ -98,14 +95,6 @@ def synthetic(n_files: int, seed: int = 0):
         "blendshapes": pa.FixedSizeListArray.from_arrays(pa.array(shapes.ravel()), gen.N_BLENDSHAPES),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), DIM)})
     return images, faces, group
-
-
-def reset_peak_rss() -> None:
-    """Linux: the process's VmHWM starts again from its current RSS (proc(5), /proc/PID/clear_refs "5")."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def score(image_templates, truth: np.ndarray) -> tuple[float, int]:
