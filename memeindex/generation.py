@@ -330,20 +330,24 @@ MIGRATION_INPUTS = {"run_failures": ("reason",)}
 
 
 def _upgrade(table: pa.Table, kind: str) -> pa.Table:
-    """`table` brought to SCHEMA_VERSION by each MIGRATIONS step from its own version up; a newer one is refused."""
+    """`table` brought to SCHEMA_VERSION by each MIGRATIONS step from its own version up, and saying so in its
+    metadata: a table migrated once is never migrated again, and a generation written from it (the next build's
+    kept rows) records the current schema, so its reads skip the migrations. A newer one is refused."""
     version = table_schema_version(table)
     if version > SCHEMA_VERSION:
         raise IndexMismatch(f"a {kind} table has schema {version}; this memeindex reads up to {SCHEMA_VERSION}")
+    if version == SCHEMA_VERSION:
+        return table
     while version < SCHEMA_VERSION:
         table = MIGRATIONS[version](table, kind)
         version += 1
-    return table
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), _META: str(SCHEMA_VERSION).encode()})
 
 
 def _migrate(table: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
     table = _upgrade(table, kind)
     wanted = [n for n in schema.names if n in table.column_names]
-    return table.select(wanted).cast(pa.schema([schema.field(n) for n in wanted]))
+    return table.select(wanted).cast(pa.schema([schema.field(n) for n in wanted], metadata=table.schema.metadata))
 
 
 def _read_columns(path: Path, kind: str, schema: pa.Schema, columns: list[str], dictionary: Sequence[str]):

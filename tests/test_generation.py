@@ -242,3 +242,36 @@ def test_hex_columns_read_as_numbers_one_way_for_meme_ids_and_hashes():
     for damaged in ("g" * 64, "zz", "é" * 9):
         with pytest.raises(IndexMismatch, match="non-hex"):
             _meme_keys(pa.array([damaged]))
+
+
+def test_migrations_run_until_a_generation_is_written_then_never(tmp_path, monkeypatch):
+    """A table read through the migrations says the current schema, so the next build, which writes the kept rows
+    of the previous generation back, records it and later reads run no migration step (the migrated tables had
+    lost their version: an index built once over an older one was migrated from schema 1 at every read)."""
+    rng = np.random.default_rng(0)
+    rows = [_file("a.jpg", 2, rng), _file("b.jpg", 0, rng)]
+    write_fake_generation(tmp_path / "idx", [r.image for r in rows], [f for r in rows for f in r.faces])
+    g = IndexDir(tmp_path / "idx").generation()
+    for path in (g.images_path, g.faces_path):  # the tables as schema 3 wrote them (without dhash)
+        table = pq.read_table(path)
+        table = table.drop_columns([c for c in ["dhash"] if c in table.column_names])
+        pq.write_table(table.replace_schema_metadata({b"memeindex_schema": b"3"}), path)
+
+    steps = []
+    for version, step in list(gen.MIGRATIONS.items()):
+        monkeypatch.setitem(gen.MIGRATIONS, version,
+                            lambda table, kind, step=step, version=version: steps.append(version) or step(table, kind))
+    images, faces = g.images(), g.faces()
+    assert steps == [3, 3] and "dhash" in images.column_names
+    assert gen.table_schema_version(images) == gen.table_schema_version(faces) == gen.SCHEMA_VERSION
+    assert gen.table_schema_version(g.images(["path"])) == gen.SCHEMA_VERSION
+    assert gen.migrate_faces(faces) is faces  # migrated once: not again
+
+    folder = gen.write_generation(IndexDir(tmp_path / "idx"), faces, images, g.read_index(), model_id=FAKE_MODEL_ID,
+                                  dim=8, root="/r")
+    for path in (folder / gen.IMAGES_FILE, folder / gen.FACES_FILE):
+        assert pq.read_schema(path).metadata[b"memeindex_schema"] == str(gen.SCHEMA_VERSION).encode()
+    steps.clear()
+    again = IndexDir(tmp_path / "idx").generation()
+    again.images(), again.faces(), again.images(["status"]), again.faces(["path"])
+    assert steps == []
