@@ -166,7 +166,7 @@ def query(image, k, face, sheet, index_dir, as_json):
             segments = query_video(image, index_dir, k=k, settings=settings)
         click.echo(json.dumps([s.to_dict() for s in segments], indent=2) if as_json else format_video(segments))
         return
-    from .errors import ImageTooLarge, NotAnImage
+    from .errors import ImageTooLarge, NoFace, NotAnImage
     from .generation import shown_path
     from .search import Searcher
 
@@ -183,7 +183,7 @@ def query(image, k, face, sheet, index_dir, as_json):
         try:
             try:
                 result = searcher.search(image, k=k, face=None if face is None else face - 1)
-            except (NotAnImage, ImageTooLarge) as exc:  # the decoder's reason, which a build's skip line prefixes
+            except (NotAnImage, ImageTooLarge, NoFace) as exc:  # the library's reason, without the file's name
                 raise type(exc)(f"{shown_path(str(image))}: {exc}") from None
             if sheet:
                 from .sheet import write_sheet

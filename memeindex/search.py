@@ -359,7 +359,7 @@ class Searcher:
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:
         faces = self.analyzer.first_faces(source)  # an animated query: its first sampled frame with faces
         if not faces:
-            raise NoFace("no face found in the query image")
+            raise NoFace("no face found in the image: try a closer, well-lit, front-facing photo")
         index = face or 0
         if not 0 <= index < len(faces):
             raise NoFace(f"the query image has {len(faces)} face(s); there is no face {index + 1}")

@@ -88,3 +88,24 @@ def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two):
         pytest.fail("memeindex query waited on the FIFO")
     assert done.returncode == NotAnImage.exit_code, done.stderr
     assert "me.jpg: not a regular file" in done.stderr
+
+
+def test_no_face_says_what_to_try_in_the_cli_as_in_the_api(tmp_path, two):
+    """A photo without a face: the API said what to try ('a closer, well-lit, front-facing photo'), the CLI only
+    'no face found in the query image', without the file's name that its other refusals of a query file carry."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from memeindex.errors import NoFace
+    from memeindex.server import create_app
+    from memeindex.settings import Settings
+
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    cli = run("query", two / "wall.png", "--index", index)
+    assert cli.exit_code == NoFace.exit_code
+    with TestClient(create_app(index, Settings.from_env())) as client:
+        api = client.post("/api/search", files={"image": ("wall.png", (two / "wall.png").read_bytes(), "image/png")})
+    assert api.status_code == 422
+    assert "front-facing photo" in api.json()["detail"]
+    assert cli.stderr.strip() == f"memeindex: error: {two / 'wall.png'}: {api.json()['detail']}"

@@ -110,8 +110,8 @@ async def search(request: Request, image: UploadFile = File(..., description="a 
         raise HTTPException(415, f"not an image: {exc}") from None
     except ImageTooLarge as exc:
         raise HTTPException(413, f"image too large: {exc}") from None
-    except NoFace:
-        raise HTTPException(422, "no face found in the image: try a closer, well-lit, front-facing photo") from None
+    except NoFace as exc:  # what to try: the library's words, as the CLI prints them
+        raise HTTPException(422, str(exc)) from None
     body = result.to_dict()  # the one result format, as `memeindex query --json` prints it
     for m in body["matches"]:
         m.update(image_url=f"/api/memes/{m['id']}", thumb_url=f"/api/memes/{m['id']}/thumb")
