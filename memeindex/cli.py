@@ -250,7 +250,8 @@ def models():
 @models.command("fetch")
 @click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS", cls=EnvOption,
               help="Where models live (default: models/ of the checkout).")
-@click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds per network attempt.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Seconds per network attempt.")
 @JSON
 def models_fetch(models_dir, timeout, as_json):
     """Fetch every pinned model, verifying its sha256."""

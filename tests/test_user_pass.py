@@ -109,3 +109,12 @@ def test_no_face_says_what_to_try_in_the_cli_as_in_the_api(tmp_path, two):
     assert api.status_code == 422
     assert "front-facing photo" in api.json()["detail"]
     assert cli.stderr.strip() == f"memeindex: error: {two / 'wall.png'}: {api.json()['detail']}"
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_models_fetch_refuses_a_timeout_that_is_not_positive(tmp_path, timeout):
+    """`models fetch --timeout -1` went on to the network and failed there, exit 3 with pip's 'timed out after -4.0
+    seconds' in the message; a bad command line is exit 2 and names the option, before any fetch."""
+    result = run("models", "fetch", "--models-dir", tmp_path / "models", "--timeout", timeout)
+    assert result.exit_code == 2, result.output
+    assert "'--timeout'" in result.output and not (tmp_path / "models").exists()
