@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomicfile import replacing
-from .errors import MemeIndexError, SheetFormatUnknown
+from .errors import FileMissing, MemeIndexError, SheetFormatUnknown
 from .images import frames
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ def _picture(source, frame: int = 0):
         return Image.fromarray(np.ascontiguousarray(source[..., :3], dtype=np.uint8)), 1.0
     try:
         chosen = next(frames(source, only=frame))  # the frame the face is in (the first when there is none such)
+    except FileMissing as exc:  # its message names the file
+        log.warning("contact sheet: cannot read %s", exc)
+        return None
     except (MemeIndexError, OSError) as exc:
         log.warning("contact sheet: cannot read %s: %s", source if not isinstance(source, bytes) else "bytes", exc)
         return None

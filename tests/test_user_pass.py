@@ -118,3 +118,16 @@ def test_models_fetch_refuses_a_timeout_that_is_not_positive(tmp_path, timeout):
     result = run("models", "fetch", "--models-dir", tmp_path / "models", "--timeout", timeout)
     assert result.exit_code == 2, result.output
     assert "'--timeout'" in result.output and not (tmp_path / "models").exists()
+
+
+def test_a_sheet_whose_match_is_gone_names_the_file_once(tmp_path, two, grace_path):
+    """A matched file deleted since the build: the sheet draws without it and says so on stderr. The line named the
+    file twice ('cannot read /x/grace.jpg: /x/grace.jpg: no such file'): the missing file's error carries its name."""
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    (two / "grace.jpg").unlink()
+    result = run("query", grace_path, "--index", index, "--sheet", tmp_path / "sheet.png")
+    assert result.exit_code == 0 and (tmp_path / "sheet.png").is_file()
+    warned = [line for line in result.stderr.splitlines() if "grace.jpg" in line]
+    assert len(warned) == 1 and warned[0].count("grace.jpg") == 1, result.stderr
+    assert "no such file" in warned[0]
