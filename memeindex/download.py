@@ -469,7 +469,8 @@ class _Client:
             if address.version == 6 and address.ipv4_mapped:
                 address = address.ipv4_mapped
             if (not address.is_global or address.is_multicast) and not any(address in n for n in self.allowed):
-                raise _Refused(f"{host} is a private, loopback or link-local address ({address})")
+                raise _Refused(f"{host} is a private, loopback or link-local address ({address}); --allow-private "
+                               f"{address}/{address.max_prefixlen} (MEMEINDEX_DOWNLOAD_ALLOW_PRIVATE) fetches from it")
         return infos
 
     def _pace(self) -> None:

@@ -131,3 +131,16 @@ def test_a_sheet_whose_match_is_gone_names_the_file_once(tmp_path, two, grace_pa
     warned = [line for line in result.stderr.splitlines() if "grace.jpg" in line]
     assert len(warned) == 1 and warned[0].count("grace.jpg") == 1, result.stderr
     assert "no such file" in warned[0]
+
+
+def test_a_refused_private_address_says_how_to_allow_it(tmp_path):
+    """'127.0.0.1 is a private, loopback or link-local address' did not say that --allow-private fetches from one
+    (a NAS, a local mirror). Refused at the address check: nothing listens on the port."""
+    from memeindex.errors import DownloadFailed
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("http://127.0.0.1:9/grace.jpg\n")
+    result = run("download", "urls", listing, tmp_path / "dest", "--json")
+    assert result.exit_code == DownloadFailed.exit_code
+    reason = json.loads(result.stdout)["files"][0]["reason"]
+    assert "loopback" in reason and "--allow-private" in reason, reason
