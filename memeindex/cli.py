@@ -405,19 +405,25 @@ def format_match(match, rank: int) -> str:
             f"{weak}")
 
 
-def format_query(result) -> str:
-    """A photo query (a `search.QueryResult`): which face was asked, then one row per match and its variants."""
+def _match_lines(match, rank: int) -> list[str]:
+    """A match's row, then the first of its template's other files (photo and video tables alike)."""
     from .generation import shown_path
 
+    lines = [format_match(match, rank)]
+    if match.variants:
+        shown = [shown_path(v.path) for v in match.variants]
+        lines.append(f"{'':>21}also: {_some(shown, VARIANTS_SHOWN, match.variants_total)}")
+    return lines
+
+
+def format_query(result) -> str:
+    """A photo query (a `search.QueryResult`): which face was asked, then one row per match and its variants."""
     f = result.query_face
     lines = [f"query face {result.face_index + 1} of {len(result.faces)} at "
              f"({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}), model {result.model_id}",
              f"{'#':>2}  {'score':>5}  {'dist':>5}  meme  [traits both faces show, 0-1]"]
     for rank, m in enumerate(result.matches, 1):
-        lines.append(format_match(m, rank))
-        if m.variants:
-            shown = [shown_path(v.path) for v in m.variants]
-            lines.append(f"{'':>21}also: {_some(shown, VARIANTS_SHOWN, m.variants_total)}")
+        lines += _match_lines(m, rank)
     if not result.matches:
         lines.append("    (the index holds no faces)")
     if not result.calibrated:
@@ -435,7 +441,7 @@ def format_video(segments) -> str:
     lines = []
     for n, seg in enumerate(segments, 1):
         lines.append(f"segment {n}  {_clock(seg.start)}-{_clock(seg.end)}  ({seg.frames} frame(s) with the face)")
-        lines += [f"  {format_match(m, rank)}" for rank, m in enumerate(seg.matches, 1)]
+        lines += [f"  {line}" for rank, m in enumerate(seg.matches, 1) for line in _match_lines(m, rank)]
         if not seg.matches:
             lines.append("  (no matches: the index is empty)")
     return "\n".join(lines)

@@ -100,3 +100,12 @@ def test_every_line_breaking_character_of_a_name_is_shown_escaped():
     shown = shown_path("a\nb\rc\x85d\u2028e\u2029f\x7fg\tök.jpg")
     assert shown == "a\\x0ab\\x0dc\\x85d\\u2028e\\u2029f\\x7fg\\x09ök.jpg"
     assert "".join(shown.splitlines()) == shown  # str.splitlines breaks at all of them
+
+
+def test_a_video_segment_lists_its_matches_variants_as_the_photo_table_does():
+    """The video table said '+2 variants' and never which; the photo table's 'also:' line names them."""
+    m = match("a.jpg", 0.9, variants=2)
+    photo = format_query(result([m])).splitlines()[2:4]
+    video = format_video([Segment(0.0, 2.0, [m], 8)]).splitlines()[1:3]
+    assert video == ["  " + line for line in photo]
+    assert video[1].strip() == "also: v/a.jpg-0.jpg, v/a.jpg-1.jpg"
