@@ -594,8 +594,24 @@ class IndexDir:
     def partial(self) -> Path:
         return self.path / PARTIAL
 
-    def building(self) -> bool:
+    def checkpointed(self) -> bool:
+        """Checkpoints of a build that runs now, or of one stopped (killed, interrupted) for the next to resume."""
         return self.partial.exists() and any(self.partial.glob("*.parquet"))
+
+    def build_running(self) -> bool:
+        """Whether a build holds this index's lock now; the kernel drops a killed build's lock with it. The probe
+        holds a shared lock for an instant, which `lock` waits out."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(fd)  # drops the probe's lock
+        return False
 
     def new_generation(self) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -637,12 +653,16 @@ class IndexDir:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise BuildLocked(f"another build is running on {self.path}") from None
-                raise
+            for attempt in range(3):  # a build holds it for minutes; build_running's probe for an instant
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if attempt == 2:
+                        raise BuildLocked(f"another build is running on {self.path}") from None
+                    time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield

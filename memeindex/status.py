@@ -23,4 +23,5 @@ def index_info(index_dir: Path) -> dict:
             "index_type": facts.get("index_type", "flat"), "index_factory": (facts.get("index_params") or {}).get(
                 "factory", "Flat"), "recall_at_3": facts.get("recall_at_3", 1.0),
             "schema_version": facts.get("schema_version"), "created": facts.get("created"),
-            "building": idx.building()}
+            "building": (running := idx.build_running()),
+            "interrupted": idx.checkpointed() and not running}  # the next build resumes from its checkpoints

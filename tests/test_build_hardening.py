@@ -373,10 +373,10 @@ def test_a_build_with_nothing_to_do_clears_stale_checkpoints(tmp_path, two):
     partial.mkdir()
     for kind in ("images", "faces"):  # as a killed build leaves them, for files since deleted
         (partial / f"{kind}-1-00001.parquet").write_bytes(getattr(g, f"{kind}_path").read_bytes())
-    assert json.loads(run("info", "--index", index, "--json").stdout)["building"] is True
+    assert json.loads(run("info", "--index", index, "--json").stdout)["interrupted"] is True
     assert summary(run("build", two, "--index", index, "--backend", "inprocess"))["indexed"] == "0"
     assert IndexDir(index).generation().folder == g.folder and not list(partial.glob("*.parquet"))
-    assert json.loads(run("info", "--index", index, "--json").stdout)["building"] is False
+    assert json.loads(run("info", "--index", index, "--json").stdout)["interrupted"] is False
 
 
 def test_fast_build_then_a_full_build_finds_what_only_the_rounds_see(tmp_path, grace_rgb):

@@ -284,6 +284,8 @@ def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folde
             assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.05)
         assert proc.poll() is None  # stalled, not finished: the kill below interrupts a running build
+        running = json.loads(run("info", "--index", index, "--json").stdout)
+        assert (running["building"], running["interrupted"]) == (True, False)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers
         proc.wait()
@@ -291,6 +293,8 @@ def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folde
     assert IndexDir(index).current() == before  # the last good index is untouched ...
     info = json.loads(run("info", "--index", index, "--json").stdout)
     assert info["images"] == 3
+    # No build runs now (info said so for ever after a kill or a Ctrl-C); its checkpoints wait for the next one.
+    assert (info["building"], info["interrupted"]) == (False, True)
     q = run("query", folder / "grace.jpg", "--index", index, "--json")  # ... and still answers
     assert q.exit_code == 0 and json.loads(q.stdout)["matches"][0]["path"] == "grace.jpg"
 
@@ -300,6 +304,8 @@ def test_kill_9_leaves_the_last_index_and_the_next_build_resumes(tmp_path, folde
     assert resumed["images"] == "27" and resumed["failed"] == "0"
     assert not list((index / "partial").glob("*.parquet"))
     assert summary(run("build", folder, "--index", index))["indexed"] == "0"
+    done = json.loads(run("info", "--index", index, "--json").stdout)
+    assert (done["building"], done["interrupted"]) == (False, False)
 
 
 def test_build_from_a_script_read_on_stdin_does_not_hang(tmp_path, folder):
