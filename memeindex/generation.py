@@ -646,9 +646,21 @@ class IndexDir:
                 + list(self.partial.glob(temp_glob())):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
+    def _refuse_foreign(self) -> None:
+        """A folder that holds files but no index is not a build's to write into: a publish sweeps the `gen-*`
+        folders and stale-looking temp files it finds there as its own (`--index ~/Documents`, or `--index ""`,
+        which is the current folder)."""
+        if not self.path.is_dir() or any((self.path / name).exists() for name in (CURRENT, LOCK, PARTIAL)):
+            return
+        with os.scandir(self.path) as entries:
+            if next(entries, None) is not None:
+                raise IndexUnwritable(f"{shown_path(str(self.path))} holds other files and no index: an index needs a "
+                                      "folder of its own (--index a new or empty folder)")
+
     @contextmanager
     def lock(self):
         """One build at a time per index. The kernel drops the lock if the holder dies, even by kill -9."""
+        self._refuse_foreign()
         with _writable(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)

@@ -144,3 +144,27 @@ def test_a_refused_private_address_says_how_to_allow_it(tmp_path):
     assert result.exit_code == DownloadFailed.exit_code
     reason = json.loads(result.stdout)["files"][0]["reason"]
     assert "loopback" in reason and "--allow-private" in reason, reason
+
+
+@pytest.mark.parametrize("where", ["folder", "cwd"])
+def test_a_build_refuses_an_index_folder_that_holds_other_files(tmp_path, two, monkeypatch, where):
+    """`--index ~/Documents` (or `--index "$UNSET"`, which is the current folder): the publish swept every `gen-*`
+    folder and every stale-looking `.NAME.tmpPID` file there as its own, and deleted the user's. A folder that holds
+    files but no index is refused, untouched; a new or empty one is an index's."""
+    from memeindex.errors import IndexUnwritable
+
+    docs = tmp_path / "docs"
+    (docs / "gen-notes").mkdir(parents=True)
+    (docs / "gen-notes" / "todo.txt").write_text("precious")
+    (docs / ".thesis.tmp999999999").write_text("precious too")
+    if where == "cwd":
+        monkeypatch.chdir(docs)
+    result = run("build", two, "--index", docs if where == "folder" else "", "--backend", "inprocess")
+    assert result.exit_code == IndexUnwritable.exit_code, result.output
+    assert "holds other files" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in docs.iterdir()) == [".thesis.tmp999999999", "gen-notes"]
+    assert (docs / "gen-notes" / "todo.txt").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run("build", two, "--index", empty, "--backend", "inprocess").exit_code == 0  # an empty folder will do
+    assert summary(run("build", two, "--index", empty, "--backend", "inprocess"))["unchanged"] == "2"
