@@ -119,7 +119,7 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     try:
         width, height = img.size
         if width * height > hard_max_pixels:
-            raise ImageTooLarge(f"{width}x{height} is over the {hard_max_pixels:,}-pixel cap")
+            raise ImageTooLarge(over_the_cap(f"{width}x{height}", hard_max_pixels))
         with _decoding(stream, hard_max_pixels):  # a TIFF's n_frames reads every page's header
             n_frames = getattr(img, "n_frames", 1)
         if only is not None:
@@ -141,6 +141,11 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
                 return
     finally:
         img.close()
+
+
+def over_the_cap(size: str, hard_max_pixels: int) -> str:
+    """Why an image is refused unread, and the setting that raises the cap."""
+    return f"{size} is over the {hard_max_pixels:,}-pixel cap (MEMEINDEX_HARD_MAX_PIXELS)"
 
 
 SAMPLE_FPS = 4.0  # frames a second a video query samples, and an animated query image
@@ -186,7 +191,7 @@ def _decoding(stream, hard_max_pixels: int):
         # and its error quotes twice that limit: say the image's pixels and this cap, as the check above does.
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels[1]):,} pixels" if pixels else "the image"
-        raise ImageTooLarge(f"{size} is over the {hard_max_pixels:,}-pixel cap") from None
+        raise ImageTooLarge(over_the_cap(size, hard_max_pixels)) from None
     except UnidentifiedImageError:
         raise NotAnImage("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data

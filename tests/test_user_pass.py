@@ -168,3 +168,19 @@ def test_a_build_refuses_an_index_folder_that_holds_other_files(tmp_path, two, m
     empty.mkdir()
     assert run("build", two, "--index", empty, "--backend", "inprocess").exit_code == 0  # an empty folder will do
     assert summary(run("build", two, "--index", empty, "--backend", "inprocess"))["unchanged"] == "2"
+
+
+def test_an_image_over_the_pixel_cap_says_which_setting_raises_it(tmp_path, two, grace_path):
+    """'512x600 is over the 100,000-pixel cap' did not say that MEMEINDEX_HARD_MAX_PIXELS sets it (the per-file time
+    limit and the file-size limit name theirs); with it raised, --retry-failed indexes the file."""
+    from memeindex.errors import ImageTooLarge
+
+    index = tmp_path / "index"
+    env = {"MEMEINDEX_HARD_MAX_PIXELS": "100000"}  # grace is 512x600
+    built = run("build", two, "--index", index, "--backend", "inprocess", env=env)
+    assert summary(built)["failed"] == "1"
+    assert "skipping grace.jpg: 512x600 is over the 100,000-pixel cap (MEMEINDEX_HARD_MAX_PIXELS)" in built.stderr
+    q = run("query", grace_path, "--index", index, env=env)
+    assert q.exit_code == ImageTooLarge.exit_code and "(MEMEINDEX_HARD_MAX_PIXELS)" in q.stderr, q.stderr
+    again = summary(run("build", two, "--index", index, "--backend", "inprocess", "--retry-failed"))
+    assert (again["failed"], again["faces"]) == ("0", "1")
