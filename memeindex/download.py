@@ -133,7 +133,7 @@ def imgflip_entries(settings: Settings, client: _Client | None = None) -> list[E
 def read_url_list(path: Path) -> list[Entry]:
     """One URL a line, optionally followed by whitespace and a name; blank lines and `#` comments skipped."""
     entries = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines():  # -sig: an editor's BOM
         line = line.strip()
         if not line or line.startswith("#"):
             continue

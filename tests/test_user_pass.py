@@ -184,3 +184,15 @@ def test_an_image_over_the_pixel_cap_says_which_setting_raises_it(tmp_path, two,
     assert q.exit_code == ImageTooLarge.exit_code and "(MEMEINDEX_HARD_MAX_PIXELS)" in q.stderr, q.stderr
     again = summary(run("build", two, "--index", index, "--backend", "inprocess", "--retry-failed"))
     assert (again["failed"], again["faces"]) == ("0", "1")
+
+
+def test_a_url_list_saved_with_a_byte_order_mark_reads_its_first_url(tmp_path):
+    """A list saved by an editor that writes a UTF-8 BOM (Notepad): its first URL was refused as 'not an http(s) URL:
+    \\ufeffhttp://...', the mark invisible in the message. CRLF line ends too. No network: the loopback address is
+    refused before any connection, which shows the URL was read as one."""
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("\ufeffhttp://127.0.0.1:9/grace.jpg\r\nhttp://127.0.0.1:9/astronaut.jpg astro\r\n".encode())
+    files = json.loads(run("download", "urls", listing, tmp_path / "dest", "--json").stdout)["files"]
+    assert [(f["url"], f["name"]) for f in files] == [("http://127.0.0.1:9/grace.jpg", "grace"),
+                                                      ("http://127.0.0.1:9/astronaut.jpg", "astro")]
+    assert all("loopback" in f["reason"] for f in files), files
