@@ -196,3 +196,34 @@ def test_a_url_list_saved_with_a_byte_order_mark_reads_its_first_url(tmp_path):
     assert [(f["url"], f["name"]) for f in files] == [("http://127.0.0.1:9/grace.jpg", "grace"),
                                                       ("http://127.0.0.1:9/astronaut.jpg", "astro")]
     assert all("loopback" in f["reason"] for f in files), files
+
+
+def test_the_pages_thumbnail_of_an_animated_match_shows_the_matched_frame(tmp_path, grace_rgb, grace_path):
+    """A GIF meme whose face shows only in a later frame: the API's match says which, but its thumb_url gave the
+    first frame (blank here), so the page showed a picture without the face that matched, where the contact sheet
+    draws the matched frame. The thumb_url names the frame; the page adds its size to it."""
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from memeindex.server import create_app
+    from memeindex.settings import Settings
+
+    root = tmp_path / "memes"
+    root.mkdir()
+    blank, face = Image.new("RGB", (512, 600), (128, 128, 128)), Image.fromarray(grace_rgb)
+    blank.save(root / "late.gif", save_all=True, append_images=[blank] * 4 + [face] * 3, duration=250)
+    index = tmp_path / "index"
+    assert run("build", root, "--index", index, "--backend", "inprocess").exit_code == 0
+    with TestClient(create_app(index, Settings.from_env())) as client:
+        found = client.post("/api/search", files={"image": ("g.jpg", grace_path.read_bytes(), "image/jpeg")})
+        top = found.json()["matches"][0]
+        assert top["path"] == "late.gif" and top["frame"] >= 1  # Pillow keeps equal frames as one
+        page_url = top["thumb_url"] + ("&" if "?" in top["thumb_url"] else "?") + "size=256"  # as app.js asks
+        thumb = client.get(page_url)
+        assert thumb.status_code == 200, thumb.text
+        assert np.asarray(Image.open(io.BytesIO(thumb.content)).convert("L")).std() > 20  # grace, not the blank
+        assert client.get(f"/api/memes/{top['id']}/thumb?frame=x").status_code == 400
+        assert client.get(f"/api/memes/{top['id']}/thumb?frame=99").status_code == 200  # no such frame: the first

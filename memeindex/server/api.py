@@ -114,7 +114,8 @@ async def search(request: Request, image: UploadFile = File(..., description="a 
         raise HTTPException(422, str(exc)) from None
     body = result.to_dict()  # the one result format, as `memeindex query --json` prints it
     for m in body["matches"]:
-        m.update(image_url=f"/api/memes/{m['id']}", thumb_url=f"/api/memes/{m['id']}/thumb")
+        m.update(image_url=f"/api/memes/{m['id']}",  # the thumbnail of the matched face's frame
+                 thumb_url=f"/api/memes/{m['id']}/thumb" + (f"?frame={m['frame']}" if m["frame"] else ""))
     return {**body, "took_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
@@ -140,16 +141,20 @@ def meme_file(request: Request, meme_id: str):
 @router.get("/api/memes/{meme_id}/thumb", summary="A JPEG thumbnail of a meme (cached in memory)",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def meme_thumb(request: Request, meme_id: str,
-               size: str = Query("256", description=f"longest side in pixels, {MIN_SIZE} to {MAX_SIZE}")):
+               size: str = Query("256", description=f"longest side in pixels, {MIN_SIZE} to {MAX_SIZE}"),
+               frame: str = Query("0", description="frame of an animation (a match's `frame`; the first when it "
+                                                   "has no such frame)")):
     try:
         side = int(size)
     except ValueError:
         side = -1
     if not MIN_SIZE <= side <= MAX_SIZE:
         raise HTTPException(400, f"size must be a whole number from {MIN_SIZE} to {MAX_SIZE}")
+    if not (frame.isascii() and frame.isdigit()) or len(frame) > 6:
+        raise HTTPException(400, "frame must be a whole number from 0")
     path = _file(request, meme_id)
     try:
-        data = request.app.state.thumbs.get(path, side)
+        data = request.app.state.thumbs.get(path, side, int(frame))
     except Exception as exc:  # the indexed file changed or broke since the build
         log.warning("thumbnail of %s failed: %s", shown_path(str(path)), exc)
         raise HTTPException(404, "this meme's file can no longer be read") from None

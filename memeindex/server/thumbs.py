@@ -20,16 +20,17 @@ class ThumbnailCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, path: Path, size: int) -> bytes:
-        """JPEG bytes of `path` fitted into size x size (first frame, EXIF upright). Raises MemeIndexError/OSError."""
+    def get(self, path: Path, size: int, frame: int = 0) -> bytes:
+        """JPEG bytes of `path` fitted into size x size (frame `frame` of an animation, the first when it has no such
+        frame; EXIF upright). Raises MemeIndexError/OSError."""
         stat = path.stat()
-        key = (str(path), size, stat.st_mtime_ns, stat.st_size)
+        key = (str(path), size, frame, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             data = self._items.get(key)
             if data is not None:
                 self._items.move_to_end(key)
                 return data
-        data = render(path, size, self.hard_max_pixels)
+        data = render(path, size, self.hard_max_pixels, frame)
         with self._lock:
             if key not in self._items:
                 self._items[key] = data
@@ -40,16 +41,17 @@ class ThumbnailCache:
         return data
 
 
-def render(path: Path, size: int, hard_max_pixels: int) -> bytes:
-    """JPEG bytes of the first frame, through the one decoder (every mode, 16-bit, HEIC, EXIF rotation agree
-    with what the build analysed). Raises a MemeIndexError when the file no longer decodes."""
+def render(path: Path, size: int, hard_max_pixels: int, frame: int = 0) -> bytes:
+    """JPEG bytes of frame `frame` (a match's: an animated meme's face may show only in a later one), through the
+    one decoder (every mode, 16-bit, HEIC, EXIF rotation agree with what the build analysed). Raises a
+    MemeIndexError when the file no longer decodes."""
     from PIL import Image
 
-    from ..images import decode
+    from ..images import frames
 
     # size^2 decoded pixels always cover a size x size box: the longer side comes out >= size.
-    frame = decode(path, max_pixels=size * size, hard_max_pixels=hard_max_pixels, max_frames=1)[0]
-    picture = Image.fromarray(frame.rgb)
+    chosen = next(frames(path, max_pixels=size * size, hard_max_pixels=hard_max_pixels, only=frame))
+    picture = Image.fromarray(chosen.rgb)
     picture.thumbnail((size, size), Image.LANCZOS)
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=85, optimize=True)

@@ -150,7 +150,7 @@ function tile(m) {
     '<div><div class="name"></div><div class="score"></div><div class="distance"></div>' +
     '<div class="bar"><i></i></div><ul class="traits"></ul><div class="variants"></div></div>';
   li.querySelector("a").href = m.image_url;
-  li.querySelector("img").src = `${m.thumb_url}?size=256`;
+  li.querySelector("img").src = `${m.thumb_url}${m.thumb_url.includes("?") ? "&" : "?"}size=256`;  // ?frame=N
   li.querySelector("img").alt = m.name;
   li.querySelector(".name").textContent = m.name;
   return li;
