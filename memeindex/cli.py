@@ -372,6 +372,7 @@ def format_build(summary) -> str:
             "in {seconds:.1f}s").format(**summary.to_dict())
 
 
+NO_FACES = "    (the index holds no faces)"  # a query's table when no file has one (photo and video alike)
 VARIANTS_SHOWN = 3  # a template of many files would run its "also:" line off the screen; --json lists more
 
 
@@ -425,7 +426,7 @@ def format_query(result) -> str:
     for rank, m in enumerate(result.matches, 1):
         lines += _match_lines(m, rank)
     if not result.matches:
-        lines.append("    (the index holds no faces)")
+        lines.append(NO_FACES)
     if not result.calibrated:
         lines.append(f"(no calibration for {result.model_id}: scores are 1 - distance/sqrt(2), not probabilities)")
     return "\n".join(lines)
@@ -443,7 +444,7 @@ def format_video(segments) -> str:
         lines.append(f"segment {n}  {_clock(seg.start)}-{_clock(seg.end)}  ({seg.frames} frame(s) with the face)")
         lines += [f"  {line}" for rank, m in enumerate(seg.matches, 1) for line in _match_lines(m, rank)]
         if not seg.matches:
-            lines.append("  (no matches: the index is empty)")
+            lines.append(f"  {NO_FACES}")
     return "\n".join(lines)
 
 

@@ -74,7 +74,7 @@ def test_video_segments_with_their_span_and_matches():
     lines = text.splitlines()
     assert lines[0] == "segment 1  0:00.0-0:02.2  (9 frame(s) with the face)"
     assert lines[1] == "  " + format_match(match("a.jpg", 0.9), 1)
-    assert lines[2:4] == ["segment 2  1:02.5-2:05.0  (3 frame(s) with the face)", "  (no matches: the index is empty)"]
+    assert lines[2:4] == ["segment 2  1:02.5-2:05.0  (3 frame(s) with the face)", "      (the index holds no faces)"]
     assert lines[4].startswith("segment 3  0:00.0-0:00.5") and lines[5].endswith("(weak match)")
 
 
@@ -109,3 +109,10 @@ def test_a_video_segment_lists_its_matches_variants_as_the_photo_table_does():
     video = format_video([Segment(0.0, 2.0, [m], 8)]).splitlines()[1:3]
     assert video == ["  " + line for line in photo]
     assert video[1].strip() == "also: v/a.jpg-0.jpg, v/a.jpg-1.jpg"
+
+
+def test_a_video_on_an_index_without_faces_says_so_as_a_photo_query_does():
+    """The video table said 'no matches: the index is empty' of an index holding files, none with a face (what a
+    photo query says, in these words)."""
+    photo = format_query(result([])).splitlines()[2]
+    assert format_video([Segment(0.0, 2.0, [], 8)]).splitlines()[1] == "  " + photo
