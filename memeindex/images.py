@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import re
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,9 +112,15 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     _allow_pixels(hard_max_pixels)
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     if not isinstance(stream, io.BytesIO):
-        if not Path(stream).exists() or Path(stream).is_dir():
-            raise FileMissing(f"{stream}: {'a folder' if Path(stream).is_dir() else 'no such file'}")
-        if not Path(stream).is_file():  # a FIFO or a device: reading it could block forever
+        try:
+            mode = os.stat(stream).st_mode
+        except FileNotFoundError:
+            raise FileMissing(f"{stream}: no such file") from None
+        except OSError as exc:  # a symlink loop, a name too long: not there to read, and why
+            raise FileMissing(f"{stream}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(mode):
+            raise FileMissing(f"{stream}: a folder")
+        if not stat.S_ISREG(mode):  # a FIFO or a device: reading it could block forever
             raise NotAnImage("not a regular file")
     with _decoding(stream, hard_max_pixels):
         img = Image.open(stream)

@@ -227,3 +227,20 @@ def test_the_pages_thumbnail_of_an_animated_match_shows_the_matched_frame(tmp_pa
         assert np.asarray(Image.open(io.BytesIO(thumb.content)).convert("L")).std() > 20  # grace, not the blank
         assert client.get(f"/api/memes/{top['id']}/thumb?frame=x").status_code == 400
         assert client.get(f"/api/memes/{top['id']}/thumb?frame=99").status_code == 200  # no such frame: the first
+
+
+def test_query_of_a_symlink_loop_says_so(tmp_path, two):
+    """A link that points at itself is not a missing file: the query said 'no such file' where the build's skip line
+    says 'Too many levels of symbolic links'."""
+    from memeindex.errors import FileMissing
+
+    index = tmp_path / "index"
+    assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
+    loop = tmp_path / "me.jpg"
+    loop.symlink_to("me.jpg")
+    result = run("query", loop, "--index", index)
+    assert result.exit_code == FileMissing.exit_code
+    assert result.stderr.strip() == f"memeindex: error: {loop}: Too many levels of symbolic links"
+    dangling = tmp_path / "gone.jpg"
+    dangling.symlink_to(tmp_path / "nowhere.jpg")
+    assert run("query", dangling, "--index", index).stderr.strip() == f"memeindex: error: {dangling}: no such file"
