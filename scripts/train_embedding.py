@@ -36,6 +36,9 @@ def main(argv=None) -> None:
             kind = type(value[0]) if value else str
             kind = (lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, nargs="+", default=value)
+        elif isinstance(value, bool):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                            default=value, metavar="true|false")
         else:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args(argv)

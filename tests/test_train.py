@@ -115,3 +115,50 @@ def test_training_summary_is_written_through_atomicfile(tmp_path):
     want = {"model": model.name, "bytes": 10, "sha256": hashlib.sha256(b"flatbuffer").hexdigest(), "epochs": 3}
     assert out.read_text() == json.dumps(want, indent=1) + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["expression-vX.tflite", "expression-vX.train.json"]
+
+
+def test_readout_choice_among_a_trained_branch_keeps_v1s_floor():
+    """--branch: the floor stays the issue's recipe (v1, face-api at weight 1, centred 64); only the trained
+    branch's trials compete, face-api's weight against it among the choices; a v1 trial never wins there."""
+    from memeindex.train.loop import choose_readout
+
+    def t(dim, centre, geometry, score, branch=None, fw=None):
+        extra = {} if branch is None else {"branch": branch, "feature_weight": fw}
+        return {"crop": "box10", "probs_weight": 0.0, "dim": dim, "centre": centre, "geometry": geometry,
+                "score": score, **extra}
+
+    trials = [t(64, 1.0, 0.80, 1.580), t(64, 0.5, 0.86, 1.700),  # v1's: the floor and a v1 trial scoring best
+              t(64, 1.0, 0.82, 1.590, "fer-fit", 1.0),  # a branch trial centred like the floor, not the floor
+              t(64, 0.5, 0.75, 1.650, "fer-fit", 0.5),  # less geometry than the floor: not eligible
+              t(64, 0.5, 0.85, 1.610, "fer-fit", 1.0), t(128, 0.5, 0.86, 1.614, "fer-fit", 1.0),
+              t(64, 0.5, 0.81, 1.612, "fer-fit", 0.75)]
+    chosen, floor = choose_readout(trials, "box10", 0.005, among="fer-fit")
+    assert floor is trials[0]
+    assert chosen is trials[4]  # best eligible is the 128-d weight-1 trial; its 64-d is within the margin
+    assert choose_readout(trials, "box10", 0.005)[0] is trials[1]  # the default still chooses among v1's
+
+
+def test_branch_training_crop_has_the_runtime_crop_at_its_centre(tmp_path, astronaut_rgb):
+    """The branch trains on 64 px crops re-cut from cached landmarks (v1's jitter room): their 48 px centre is the
+    crop the runtime feeds the model (face_inputs), so training and inference see the same face."""
+    from PIL import Image
+
+    from memeindex.embedders.learned import face_inputs
+    from memeindex.faces import FaceDetector
+    from memeindex.settings import Settings
+    from memeindex.train.augment import center_crop
+    from memeindex.train.branch import gray_crops64
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    settings = Settings.from_env(models_dir=models)
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(path)
+    with FaceDetector(settings) as det:
+        faces = det.detect(astronaut_rgb)[:1]
+    assert faces
+    runtime, _ = face_inputs(astronaut_rgb, faces)
+    cached = {"image": np.array([0]), "landmarks": np.array([faces[0].landmarks], np.float32), "paths": [path]}
+    crops = gray_crops64(cached, settings)
+    assert crops.shape == (1, 64, 64)
+    diff = np.abs(center_crop(crops).astype(int) - runtime.astype(int))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 12  # the same face; resampling differs by a little

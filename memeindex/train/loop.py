@@ -50,6 +50,14 @@ class V2Config:
     centres: tuple = (1.0, 0.5, 0.0)
     dim_margin: float = 0.005  # a larger read-out must beat a smaller one by this much (P@3 + triplet) to be kept
     geometry_faces: int = 800  # faces per unlabelled non-FER set whose pairwise distances the geometry compares
+    # --branch: replace v1 by a v1-style branch trained on the FER fit part only (memeindex.train.branch), then
+    # choose among its read-outs, with face-api's weight against it a candidate (it never saw the validation split)
+    branch: bool = False
+    branch_epochs: int = 10
+    branch_lr: float = 2e-3
+    branch_supcon: float = 0.5
+    branch_feature_weights: tuple = (0.5, 0.75, 1.0, 1.5)  # read-out candidates: face-api's block against the branch's
+    branch_probs_weights: tuple = (0.0, 0.5)
 
 
 @dataclass
@@ -182,21 +190,23 @@ def pca(x: np.ndarray, dims) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, fl
                                      for dim in dims}
 
 
-def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float) -> tuple[dict, dict]:
+def choose_readout(candidates: list[dict], ref_crop: str, dim_margin: float, among: str = "v1") -> tuple[dict, dict]:
     """(chosen, floor) among read-out trials, each with crop, probs_weight, dim, centre (1 when absent), geometry
-    and a validation score.
+    and a validation score; a trial's "branch" ("v1" when absent) names its 48 px branch, "feature_weight" (1 when
+    absent) face-api's weight against it.
 
-    floor: the issue's untrained recipe (the reference crop, no probabilities block, the smallest size, fully
-    centred). Eligible: the trials that keep at least the floor's geometry. Chosen: the eligible trial with the
-    best validation score, then the smallest size of its crop, weight and centring that comes within dim_margin of
-    that score.
+    floor: the issue's untrained recipe (v1, the reference crop, no probabilities block, face-api at weight 1, the
+    smallest size, fully centred). Eligible: the trials of the branch `among` that keep at least the floor's
+    geometry. Chosen: the eligible trial with the best validation score, then the smallest size of its crop,
+    weights and centring that comes within dim_margin of that score.
     """
     def kind(t):
-        return t["crop"], t["probs_weight"], t.get("centre", 1.0)
+        return t["crop"], t["probs_weight"], t.get("centre", 1.0), t.get("feature_weight", 1.0), t.get("branch", "v1")
 
     floor = min((t for t in candidates if t["crop"] == ref_crop and t["probs_weight"] == 0.0
-                 and t.get("centre", 1.0) == 1.0), key=lambda t: t["dim"])
-    eligible = [t for t in candidates if t["geometry"] >= floor["geometry"]]
+                 and t.get("centre", 1.0) == 1.0 and t.get("branch", "v1") == "v1"
+                 and t.get("feature_weight", 1.0) == 1.0), key=lambda t: t["dim"])
+    eligible = [t for t in candidates if t["geometry"] >= floor["geometry"] and t.get("branch", "v1") == among]
     best = max(eligible, key=lambda t: t["score"])
     chosen = min((t for t in eligible if kind(t) == kind(best) and t["score"] + dim_margin >= best["score"]),
                  key=lambda t: t["dim"])
@@ -276,35 +286,55 @@ def train_v2(config: V2Config, settings: Settings) -> Result:
     reference = {n: Geometry(face_feature(branches(n, ref_crop), flip), config.geometry_faces, config.seed)
                  for n in non_fer}
     readouts, candidates = {}, []
+
+    def score_readouts(source: str, crop: str, w: float, fw: float, br_of) -> None:
+        """Every size and centring of one join (br_of(face set) -> its branch outputs), scored and recorded."""
+        joined = {n: join(br_of(n), flip, w, fw) for n in unlabelled}
+        val_join = join(br_of("val"), flip, w, fw)
+        full_mean, bases = pca(np.concatenate(list(joined.values())), config.dims)  # one SVD for every size
+        extra = {} if source == "v1" else {"branch": source, "feature_weight": fw}
+        for dim in config.dims:
+            basis, kept = bases[dim]
+            for centre in config.centres:
+                mean = np.float32(centre) * full_mean
+                fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
+                geo = float(np.mean([reference[n].kept(_l2((joined[n] - mean) @ basis)) for n in non_fer]))
+                trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, **extra,
+                               "dim": dim, "centre": centre, "variance_kept": kept, "geometry": geo, **fig})
+                readouts[(source, crop, w, fw, dim, centre)] = (mean, basis)
+                candidates.append(trials[-1])
+                log.info("select %s", trials[-1])
+        fig = _selection_score(_l2(val_join), val_labels, triplets)
+        trials.append({"stage": "no read-out (the join itself, not a candidate)", "crop": crop, "flip": flip,
+                       "probs_weight": w, **extra, **fig})
+
     for crop in config.crops:
         for w in config.probs_weights:
-            joined = {n: join(branches(n, crop), flip, w, config.feature_weight) for n in unlabelled}
-            val_join = join(branches("val", crop), flip, w, config.feature_weight)
-            full_mean, bases = pca(np.concatenate(list(joined.values())), config.dims)  # one SVD for every size
-            for dim in config.dims:
-                basis, kept = bases[dim]
-                for centre in config.centres:
-                    mean = np.float32(centre) * full_mean
-                    fig = _selection_score(_l2((val_join - mean) @ basis), val_labels, triplets)
-                    geo = float(np.mean([reference[n].kept(_l2((joined[n] - mean) @ basis)) for n in non_fer]))
-                    trials.append({"stage": "read-out", "crop": crop, "flip": flip, "probs_weight": w, "dim": dim,
-                                   "centre": centre, "variance_kept": kept, "geometry": geo, **fig})
-                    readouts[(crop, w, dim, centre)] = (mean, basis)
-                    candidates.append(trials[-1])
-                    log.info("select %s", trials[-1])
-            fig = _selection_score(_l2(val_join), val_labels, triplets)
-            trials.append({"stage": "no read-out (the join itself, not a candidate)", "crop": crop, "flip": flip,
-                           "probs_weight": w, **fig})
-    chosen, floor = choose_readout(candidates, ref_crop, config.dim_margin)
+            score_readouts("v1", crop, w, config.feature_weight, lambda n, crop=crop: branches(n, crop))
+    source, branch_net, branch_record = "v1", None, None
+    if config.branch:
+        # (c) the FER-fit-only branch in v1's place (memeindex.train.branch), at the reference crop; face-api's
+        #     weight against it is a candidate, since this branch never saw the validation split
+        branch_net, branch_record, branch_emb = _train_branch(config, settings, split, face_sets, branches, flip,
+                                                              val_labels, triplets)
+        source = "fer-fit"
+        for w in config.branch_probs_weights:
+            for fw in config.branch_feature_weights:
+                score_readouts(source, ref_crop, w, fw,
+                               lambda n: {**branches(n, ref_crop), "v1": branch_emb[n]})
+        committed = choose_readout(candidates, ref_crop, config.dim_margin)[0]
+        log.info("the committed recipe's choice on the same split: %s", committed)
+    chosen, floor = choose_readout(candidates, ref_crop, config.dim_margin, among=source)
     crop, probs_weight, dim, centre = chosen["crop"], chosen["probs_weight"], chosen["dim"], chosen["centre"]
-    mean, basis = readouts[(crop, probs_weight, dim, centre)]
-    readout = {"flip": flip, "probs_weight": probs_weight, "feature_weight": config.feature_weight,
+    feature_weight = chosen.get("feature_weight", config.feature_weight)
+    mean, basis = readouts[(source, crop, probs_weight, feature_weight, dim, centre)]
+    readout = {"flip": flip, "probs_weight": probs_weight, "feature_weight": feature_weight,
                "mean": mean, "basis": basis}
-    log.info("chosen: crop %s, mirror average %s, probabilities weight %s, %d dims, centre %s", crop, flip,
-             probs_weight, dim, centre)
+    log.info("chosen: %s branch, crop %s, mirror average %s, probabilities weight %s, feature weight %s, %d dims, "
+             "centre %s", source, crop, flip, probs_weight, feature_weight, dim, centre)
 
     # 4. one Keras model, exported; LiteRT must agree with Keras and with the numpy read-out it was chosen by
-    net = model.v2_net(v1_weights, fa_weights, readout)
+    net = model.v2_net(v1_weights, fa_weights, readout, branch=branch_net)
     path = config.out_dir / f"expression-{config.version}.tflite"
     export.export_tflite(net, path)
     from ..embedders.learned import COLOR_CROPS
@@ -317,13 +347,15 @@ def train_v2(config: V2Config, settings: Settings) -> Result:
     lite = LearnedEmbedder(path, model_id=f"expression-{config.version}", color_crop=crop)
     lite_out = lite.embed_inputs(probe["gray48"], probe["shapes"], colors)
     parity = export.assert_parity(keras_out, lite_out)
-    val_join = join(branches("val", crop), flip, probs_weight, config.feature_weight)
+    val_br = branches("val", crop) if branch_net is None else {**branches("val", crop), "v1": branch_emb["val"]}
+    val_join = join(val_br, flip, probs_weight, feature_weight)
     numpy_out = _l2((val_join[:96] - mean) @ basis)
     # the model computes what was selected (numpy over the cached branch outputs: float32 LiteRT face-api, v1 file)
     export.assert_parity(numpy_out, keras_out, export.PARITY_MAX_ABS, 0.9999)
     summary = {
         "model_id": f"expression-{config.version}", "dim": dim, "color_crop": crop, "flip_average": flip,
-        "probs_weight": probs_weight, "feature_weight": config.feature_weight, "centre": centre,
+        "probs_weight": probs_weight, "feature_weight": feature_weight, "centre": centre,
+        "gray_branch": "expression-v1" if branch_net is None else "trained on the FER fit part (memeindex.train.branch)",
         "validation": {k: chosen[k] for k in ("P@1", "P@3", "mAP", "triplet", "geometry")},
         "geometry_floor": floor["geometry"], "trials": trials, "litert_vs_keras_max_abs": parity,
         "faces": {"validation": int(len(val_labels)), **{k: int(len(v["image"])) for k, v in unlabelled.items()}},
@@ -335,8 +367,47 @@ def train_v2(config: V2Config, settings: Settings) -> Result:
                  "detector": detector_id(settings), "crop_code": D.CROP_CODE_VERSION},
         "environment": export.environment(), "minutes": round((time.time() - t0) / 60, 1),
     }
+    if branch_net is not None:
+        summary["branch"] = branch_record
+        summary["data"]["caches"]["fer-rest"] = Path(face_sets["fer-rest"]["file"]).name
+        summary["committed_recipe_choice"] = {k: committed.get(k) for k in
+                                              ("crop", "probs_weight", "dim", "centre", "geometry", "P@3", "triplet",
+                                               "score")}
     summary_path = export.write_summary(path, summary)
     return Result(path=path, summary_path=summary_path, summary=summary)
+
+
+def _train_branch(config: V2Config, settings: Settings, split, face_sets: dict, branches, flip: bool, val_labels,
+                  triplets):
+    """(Keras branch, its record, {face set: its mirror-averaged embedding}). Trained on every usable FER Training
+    image outside the validation split whose face the detector finds: the read-out's fit faces plus the rest
+    (extracted and cached like them); face-api's feature (reference crop) from the same cache as the read-out's."""
+    from . import branch as B
+
+    expressions = config.data / "expressions"
+    fer_dir = expressions / "fer2013"
+    every = D.fer_training_split(expressions, config.seed, config.n_val, 10 ** 9)  # same order: fit is its prefix
+    rest_rows = every.fit[config.n_fit:]
+    face_sets["fer-rest"] = D.extract("fer-rest", [fer_dir / r["path"] for r in rest_rows], config.cache, settings,
+                                      config.workers)
+    ref_crop = config.crops[0]
+    parts = (("fer-fit", split.fit), ("fer-rest", rest_rows))
+    t0 = time.time()
+    fit = {"crops64": np.concatenate([B.gray_crops64(face_sets[n], settings) for n, _ in parts]),
+           "shapes": np.concatenate([face_sets[n]["shapes"] for n, _ in parts]),
+           "votes": np.concatenate([D.votes_of([rows[i] for i in face_sets[n]["image"]]) for n, rows in parts]),
+           "feature": np.concatenate([face_feature(branches(n, ref_crop), flip) for n, _ in parts])}
+    log.info("branch: %d training faces, crops and features in %.1f min", len(fit["votes"]), (time.time() - t0) / 60)
+    val = face_sets["val"]
+    val_in = {"gray48": val["gray48"], "shapes": val["shapes"], "feature": face_feature(branches("val", ref_crop), flip),
+              "labels": val_labels, "triplets": triplets}
+    bconf = B.BranchConfig(epochs=config.branch_epochs, lr=config.branch_lr, supcon=config.branch_supcon,
+                           seed=config.seed, threads=config.threads)
+    key = B.cache_key(bconf, [str(face_sets[n]["key"]) for n in ("val", "fer-fit", "fer-rest")])
+    net, record = B.train(bconf, fit, val_in, config.cache, key)
+    emb = {n: B.embed(net, face_sets[n]["gray48"], face_sets[n]["shapes"])
+           for n in ("val", "fer-fit", "muxspace", "memes")}
+    return net, record, emb
 
 
 # -- the expression-v1 recipe (kept so the committed v1 stays reproducible: `--version v1`) ---------------

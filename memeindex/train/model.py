@@ -189,10 +189,11 @@ def v1_net(weights: dict, name: str = "v1"):
 
 
 # -- expression-v2: v1 ++ face-api feature ++ face-api probabilities, a fixed centred PCA read-out ---------
-def v2_net(v1_weights: dict, faceapi_weights: dict, readout: dict):
+def v2_net(v1_weights: dict, faceapi_weights: dict, readout: dict, branch=None):
     """crop [n,48,48,1] gray 0..255, blendshapes [n,52], face [n,112,112,3] RGB 0..255 -> unit [n, D].
 
-    Blocks (each unit length): v1's embedding averaged with its mirror; face-api's 256-d feature (averaged with
+    Blocks (each unit length): v1's embedding (or that of `branch`, a Keras model with v1's inputs and a unit
+    output: the FER-fit-only branch of memeindex.train.branch) averaged with its mirror; face-api's 256-d feature (averaged with
     the mirrored face's when readout["flip"]), L2-normalised, times readout["feature_weight"]; the square roots
     of face-api's 7 class probabilities (a unit vector), times readout["probs_weight"]. The join minus
     readout["mean"], times readout["basis"] (a PCA fitted on unlabelled faces), L2-normalised.
@@ -201,7 +202,7 @@ def v2_net(v1_weights: dict, faceapi_weights: dict, readout: dict):
     from tensorflow import keras
     from tensorflow.keras import layers
 
-    v1 = v1_net(v1_weights)
+    v1 = v1_net(v1_weights) if branch is None else branch
     fa = faceapi_net(faceapi_weights)
     perm = np.asarray(v1_weights["perm"], np.int32)
     crop_in = keras.Input((48, 48, 1), name="crop")
