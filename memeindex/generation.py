@@ -555,6 +555,10 @@ class Generation:
 
 
 # -- the index folder ----------------------------------------------------------------------------------------------
+# What a folder of its own may already hold: a freshly formatted disk's lost+found, a file manager's own files.
+_NOT_FOREIGN = frozenset({"lost+found", ".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 class IndexDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -653,7 +657,7 @@ class IndexDir:
         if not self.path.is_dir() or any((self.path / name).exists() for name in (CURRENT, LOCK, PARTIAL)):
             return
         with os.scandir(self.path) as entries:
-            if next(entries, None) is not None:
+            if any(e.name not in _NOT_FOREIGN for e in entries):
                 raise IndexUnwritable(f"{shown_path(str(self.path))} holds other files and no index: an index needs a "
                                       "folder of its own (--index a new or empty folder)")
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import FileMissing, ImageTooLarge, NotAnImage
+from .settings import Settings  # the caps' defaults have one owner
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,15 @@ def _frame_indices(n_frames: int, max_frames: int) -> list[int]:
     return sorted({round(i * (n_frames - 1) / (count - 1)) for i in range(count)})
 
 
-def decode(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pixels: int = 250_000_000,
-           max_frames: int = 3) -> list[Frame]:
+def decode(source: str | Path | bytes, max_pixels: int = Settings.max_pixels,
+           hard_max_pixels: int = Settings.hard_max_pixels, max_frames: int = Settings.max_frames) -> list[Frame]:
     """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each: all of `frames()` at once."""
     return list(frames(source, max_pixels, hard_max_pixels, max_frames))
 
 
-def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pixels: int = 250_000_000,
-           max_frames: int = 3, fps: float | None = None, only: int | None = None) -> Iterator[Frame]:
+def frames(source: str | Path | bytes, max_pixels: int = Settings.max_pixels,
+           hard_max_pixels: int = Settings.hard_max_pixels, max_frames: int = Settings.max_frames,
+           fps: float | None = None, only: int | None = None) -> Iterator[Frame]:
     """Frames of an image file or bytes, RGB uint8, at most `max_pixels` each, decoded one at a time in file order.
 
     Which frames of an animation: `max_frames` spread evenly over it (what a build indexes); with `fps`, the
@@ -112,16 +114,7 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
     _allow_pixels(hard_max_pixels)
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     if not isinstance(stream, io.BytesIO):
-        try:
-            mode = os.stat(stream).st_mode
-        except FileNotFoundError:
-            raise FileMissing(f"{stream}: no such file") from None
-        except OSError as exc:  # a symlink loop, a name too long: not there to read, and why
-            raise FileMissing(f"{stream}: {exc.strerror or exc}") from None
-        if stat.S_ISDIR(mode):
-            raise FileMissing(f"{stream}: a folder")
-        if not stat.S_ISREG(mode):  # a FIFO or a device: reading it could block forever
-            raise NotAnImage("not a regular file")
+        require_regular_file(stream)
     with _decoding(stream, hard_max_pixels):
         img = Image.open(stream)
     try:
@@ -149,6 +142,21 @@ def frames(source: str | Path | bytes, max_pixels: int = 4_000_000, hard_max_pix
                 return
     finally:
         img.close()
+
+
+def require_regular_file(path: str | Path) -> None:
+    """FileMissing for a path that is not there (or is a folder), NotAnImage for one that is not a regular file: a
+    FIFO or a device, which reading could block forever (the one check before an image or a video is opened)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileMissing(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop, a name too long: not there to read, and why
+        raise FileMissing(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise FileMissing(f"{path}: a folder")
+    if not stat.S_ISREG(mode):
+        raise NotAnImage("not a regular file")
 
 
 def over_the_cap(size: str, hard_max_pixels: int) -> str:

@@ -85,12 +85,14 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
     model_id, dim, detector = embedder.model_id, embedder.dim, detector_id(settings)
     model_sha256 = embedder.model_sha256
     backend_name = backend or settings.backend
-    def refused(why: str, act: str = "wipe") -> RootMissing:  # a first build has no index to keep: say so
+    def has_index() -> bool:
         try:
-            exists = idx.current_or_none() is not None
+            return idx.current_or_none() is not None
         except IndexDamaged:
-            exists = True
-        kept = f"refusing to {act} the index" if exists else "nothing to index"
+            return True
+
+    def refused(why: str, act: str = "wipe") -> RootMissing:  # a first build has no index to keep: say so
+        kept = f"refusing to {act} the index" if has_index() else "nothing to index"
         return RootMissing(f"image folder {root} {why}: {kept}")
 
     if not root.is_dir():
@@ -147,7 +149,8 @@ def build(root: Path, index_dir: Path | None = None, settings: Settings | None =
 
         be = get_backend(backend_name, root, settings, model_id, workers, ray_address)
         try:
-            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim, model_sha256, root)
+            analysed = _analyze(be, work, checkpoints, settings, progress, summary, model_id, dim, model_sha256, root,
+                                "the index is left as it was" if has_index() else "no index is written yet")
         finally:
             be.close()
         images = [*work.keep, *work.reuse, *(r.image for r in analysed)]
@@ -182,7 +185,8 @@ def _folder_gone(root: Path) -> bool:
 
 
 def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, progress: bool,
-             summary: BuildSummary, model_id: str, dim: int, model_sha256: str, root: Path) -> list[FileRows]:
+             summary: BuildSummary, model_id: str, dim: int, model_sha256: str, root: Path,
+             left: str) -> list[FileRows]:
     from tqdm import tqdm
 
     done: list[FileRows] = []
@@ -206,9 +210,13 @@ def _analyze(backend, work: Plan, checkpoints: Checkpoints, settings: Settings, 
             if rows.image.run_failures:
                 rows.image.run_failures += earlier_run_failures.get(rows.image.path, 0)
             if rows.image.status == "failed":
-                if _folder_gone(root):  # unmounted: every file left fails too, and a publish would fail them all
-                    raise RootMissing(f"image folder {root} went missing or empty during the build: stopped, the "
-                                      "index is left as it was; the next build resumes from the files done so far")
+                # unmounted (the folder or a share mounted inside it): every file left there fails too, and a
+                # publish would fail them all
+                gone = next((f for f in (root, (root / rows.image.path).parent) if _folder_gone(f)), None)
+                if gone is not None:
+                    where = "" if gone == root else f"{gone.relative_to(root)} in "
+                    raise RootMissing(f"{where}image folder {root} went missing or empty during the build: stopped, "
+                                      f"{left}; the next build resumes from the files done so far")
                 summary.failed_now += 1
                 log.warning("skipping %s: %s", gen.shown_path(rows.image.path), rows.image.reason)
             done.append(rows)

@@ -265,6 +265,9 @@ def _lean_memory() -> None:
 _MALLOC_TUNED = False
 
 
+_SHORT_HEX = re.compile(r"[0-9a-fA-F]{0,15}")
+
+
 def _meme_keys(shas) -> np.ndarray:
     """uint64 of each sha256's first 16 hex digits (the meme id), decoded in bulk from the Arrow buffers."""
     import pyarrow as pa
@@ -272,12 +275,11 @@ def _meme_keys(shas) -> np.ndarray:
     keys, readable = generation.hex_words(shas)
     rows = np.flatnonzero(~readable)
     for row, sha in zip(rows.tolist(), shas.take(pa.array(rows)).to_pylist() if len(rows) else []):
-        try:
-            if sha is not None and len(sha.encode()) >= 16:  # long enough: a digit was not hex
-                raise ValueError(sha)
-            keys[row] = int(sha or "0", 16)  # a short or missing sha256 reads as the number it spells (none: 0)
-        except ValueError:
-            raise IndexMismatch("a sha256 column holds a non-hex digit: rebuild the index") from None
+        # a short or missing sha256 reads as the number it spells (none: 0); anything else is damage. int(x, 16)
+        # alone would take a sign, spaces, underscores and a 0x prefix, and "-1" overflows uint64
+        if sha is not None and not _SHORT_HEX.fullmatch(sha):
+            raise IndexMismatch("a sha256 column holds a non-hex digit: rebuild the index")
+        keys[row] = int(sha or "0", 16)
     return keys
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from .atomicfile import replacing
 from .errors import FileMissing, MemeIndexError, SheetFormatUnknown
 from .images import frames
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _picture(source, frame: int = 0):
+def _picture(source, frame: int, hard_max_pixels: int):
     """(PIL RGB image, scale from file pixels to its pixels) of a path, bytes or RGB array; None if unreadable."""
     from PIL import Image
 
@@ -46,7 +47,7 @@ def _picture(source, frame: int = 0):
     if isinstance(source, np.ndarray):
         return Image.fromarray(np.ascontiguousarray(source[..., :3], dtype=np.uint8)), 1.0
     try:
-        chosen = next(frames(source, only=frame))  # the frame the face is in (the first when there is none such)
+        chosen = next(frames(source, hard_max_pixels=hard_max_pixels, only=frame))  # the frame the face is in (the first when there is none such)
     except FileMissing as exc:  # its message names the file
         log.warning("contact sheet: cannot read %s", exc)
         return None
@@ -86,7 +87,8 @@ def _caption(draw, x: int, y: int, cell: int, lines):
 def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell: int = 256) -> Path:
     """Draw `result` (a search.QueryResult for `source`: path, bytes or RGB array) as one picture at out_path.
 
-    `searcher_or_root` finds the meme files: a Searcher (by meme id) or the indexed root folder (by path).
+    `searcher_or_root` finds the meme files: a Searcher (by meme id; its settings' pixel cap applies) or the indexed
+    root folder (by path; the default cap).
     The format follows out_path's suffix (SHEET_FORMATS; another raises SheetFormatUnknown before any drawing).
     Returns out_path.
     """
@@ -106,16 +108,18 @@ def write_sheet(result, source, searcher_or_root, out_path: str | Path, *, cell:
         return PAD + (n % columns) * (cell + PAD), PAD + (n // columns) * (cell + CAPTION + PAD)
 
     face = result.query_face
+    settings = getattr(searcher_or_root, "settings", None)
+    cap = settings.hard_max_pixels if settings is not None else Settings.hard_max_pixels
     others = [(f.box, OTHER_COLOUR, 2) for i, f in enumerate(result.faces) if i != result.face_index]
     x, y = origin(0)
-    _fit(sheet, _picture(source, face.frame), cell, x, y, others + [(face.box, QUERY_COLOUR, 4)])
+    _fit(sheet, _picture(source, face.frame, cap), cell, x, y, others + [(face.box, QUERY_COLOUR, 4)])
     note = f"face {result.face_index + 1} of {len(result.faces)}" if len(result.faces) > 1 else "your face"
     _caption(draw, x, y + cell, cell, [("query", QUERY_COLOUR, 18), (note, (90, 90, 100), 15)])
 
     for n, m in enumerate(result.matches, 1):
         x, y = origin(n)
         colour = WEAK_COLOUR if m.weak else MATCH_COLOUR
-        _fit(sheet, _picture(_meme_path(searcher_or_root, m), m.frame), cell, x, y, [(m.box, colour, 4)])
+        _fit(sheet, _picture(_meme_path(searcher_or_root, m), m.frame, cap), cell, x, y, [(m.box, colour, 4)])
         detail = f"score {m.score * 100:.0f}%" + (" (weak)" if m.weak else "") + f"  distance {m.distance:.3f}"
         shared = format_traits(m.traits) or "no strong trait in common"
         lines = [(f"{n}. {m.name}", (30, 30, 36), 18), (detail, colour, 15), (shared, (70, 70, 80), 15)]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileMissing, NoFace, NotAnImage
+from .errors import NoFace, NotAnImage
 from .generation import shown_path
-from .images import SAMPLE_FPS, Cadence
+from .images import SAMPLE_FPS, Cadence, require_regular_file
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ def sample_frames(path: str | Path, fps: float = SAMPLE_FPS, max_side: int = 960
     """(seconds, RGB frame) about `fps` times a second; frames shrunk to `max_side`. Raises NotAnImage."""
     import cv2
 
-    if not Path(path).is_file():
-        raise FileMissing(f"{shown_path(str(path))}: {'a folder' if Path(path).is_dir() else 'no such file'}")
+    try:
+        require_regular_file(path)
+    except NotAnImage as exc:  # its message does not name the file: a video's errors do
+        raise NotAnImage(f"{shown_path(str(path))}: {exc}") from None
     name, fd = str(path), None
     try:
         name.encode("utf-8")

@@ -85,7 +85,8 @@ def test_a_crashing_file_fails_alone_and_the_rest_goes_on():
 def test_a_hanging_file_is_cut_at_the_time_limit(tmp_path):
     """The file is failed by the limit (not answered when its call returns) and the worker running it is killed
     there, not left running beside its replacement."""
-    out = _run(FakeAnalysis, ["a", "hang", "b", "c"], timeout=1.0, root=str(tmp_path))
+    # 5 s: room for a worker slow to start on a loaded machine (the fake writes its pid once it begins the file)
+    out = _run(FakeAnalysis, ["a", "hang", "b", "c"], timeout=5.0, root=str(tmp_path))
     assert out["hang"].status == "failed" and "per-file limit" in out["hang"].reason
     assert not _running(int((tmp_path / "hang.pid").read_text()))
     assert out["hang"].run_failures == 1

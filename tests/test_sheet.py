@@ -92,3 +92,22 @@ def test_an_animated_query_is_searched_and_drawn_at_the_frame_its_face_shows_up(
     out = write_sheet(result, query, searcher, tmp_path / "sheet.png", cell=200)
     query_cell = Image.open(out).convert("RGB").crop((PAD, PAD, PAD + 200, PAD + 200))
     assert len(query_cell.getcolors(1 << 16)) > 500  # the photo the face is in, not the first (blank) frame
+
+
+def test_a_sheet_keeps_the_searchers_pixel_cap(searcher, tmp_path, caplog):
+    """The matches' pictures are decoded under the searcher's hard pixel cap (MEMEINDEX_HARD_MAX_PIXELS), which
+    the cap's message tells people to raise: the sheet had decoded them under the default cap whatever was set."""
+    from memeindex.search import Searcher
+    from memeindex.settings import Settings
+
+    grace = media.grace()
+    result = searcher.search(grace, k=2)
+    capped = Searcher(searcher.index_dir.path, Settings.from_env(hard_max_pixels=1000))
+    try:
+        with caplog.at_level("WARNING", logger="memeindex.sheet"):
+            out = write_sheet(result, grace, capped, tmp_path / "sheet.png", cell=64)
+    finally:
+        capped.close()
+    assert Image.open(out).format == "PNG"  # drawn, with placeholders for what the cap refused
+    refused = [r.getMessage() for r in caplog.records if "1,000-pixel cap" in r.getMessage()]
+    assert len(refused) == len(result.matches) == 2

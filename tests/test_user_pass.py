@@ -22,7 +22,7 @@ def two(tmp_path, grace_rgb):
     return root
 
 
-@pytest.mark.parametrize("how", ["removed", "emptied"])
+@pytest.mark.parametrize("how", ["removed", "emptied", "share emptied"])
 def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was(tmp_path, two, grace_path,
                                                                                  monkeypatch, how):
     """An unmounted share mid-build (its mount point gone or left empty): every file still to analyse fails to
@@ -31,6 +31,12 @@ def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was
     folder back, finishes the work."""
     from memeindex import indexer
 
+    share = two
+    if how == "share emptied":  # a share mounted inside the image folder (memes/nas/): the folder itself stays
+        share = two / "nas"
+        share.mkdir()
+        for f in [f for f in two.iterdir() if f != share]:
+            f.rename(share / f.name)
     index = tmp_path / "index"
     assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
     before = IndexDir(index).current()
@@ -45,7 +51,7 @@ def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was
                 two.rename(away)
             else:
                 away.mkdir()
-                for f in list(two.iterdir()):
+                for f in list(share.iterdir()):
                     f.rename(away / f.name)
         return fp
 
@@ -55,19 +61,20 @@ def test_an_image_folder_that_vanishes_during_a_build_leaves_the_index_as_it_was
     assert "index is left as it was" in gone.stderr and "skipping" not in gone.stderr
     assert IndexDir(index).current() == before
     q = run("query", grace_path, "--index", index, "--json")
-    assert json.loads(q.stdout)["matches"][0]["path"] == "grace.jpg"
+    assert json.loads(q.stdout)["matches"][0]["path"] == str((share / "grace.jpg").relative_to(two))
 
     monkeypatch.setattr(indexer, "fingerprint", real)
     if how == "removed":
         away.rename(two)
     else:
         for f in list(away.iterdir()):
-            f.rename(two / f.name)
+            f.rename(share / f.name)
     s = summary(run("build", two, "--index", index, "--backend", "inprocess", "--rebuild"))
     assert (s["images"], s["faces"], s["failed"]) == ("2", "1", "0")
 
 
-def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two):
+@pytest.mark.parametrize("name", ["me.jpg", "me.mp4"])  # a video's name: refused the same way, not 'no such file'
+def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two, name):
     """`memeindex query` of a named pipe nobody writes to: the decoder refuses what is not a regular file ('reading it
     could block forever'), but the video sniff opened it first and blocked in open() for ever. In a subprocess, so
     the old code fails the test instead of hanging the run."""
@@ -79,7 +86,7 @@ def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two):
 
     index = tmp_path / "index"
     assert run("build", two, "--index", index, "--backend", "inprocess").exit_code == 0
-    fifo = tmp_path / "me.jpg"
+    fifo = tmp_path / name
     os.mkfifo(fifo)
     try:
         done = subprocess.run([sys.executable, "-m", "memeindex.cli", "query", str(fifo), "--index", str(index)],
@@ -87,7 +94,7 @@ def test_query_of_a_fifo_is_refused_not_waited_on(tmp_path, two):
     except subprocess.TimeoutExpired:
         pytest.fail("memeindex query waited on the FIFO")
     assert done.returncode == NotAnImage.exit_code, done.stderr
-    assert "me.jpg: not a regular file" in done.stderr
+    assert f"{name}: not a regular file" in done.stderr
 
 
 def test_no_face_says_what_to_try_in_the_cli_as_in_the_api(tmp_path, two):
@@ -164,9 +171,10 @@ def test_a_build_refuses_an_index_folder_that_holds_other_files(tmp_path, two, m
     assert "holds other files" in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in docs.iterdir()) == [".thesis.tmp999999999", "gen-notes"]
     assert (docs / "gen-notes" / "todo.txt").read_text() == "precious"
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert run("build", two, "--index", empty, "--backend", "inprocess").exit_code == 0  # an empty folder will do
+    empty = tmp_path / "empty"  # an empty folder will do, or a fresh disk's (lost+found) or one a Mac has visited
+    (empty / "lost+found").mkdir(parents=True)
+    (empty / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert run("build", two, "--index", empty, "--backend", "inprocess").exit_code == 0
     assert summary(run("build", two, "--index", empty, "--backend", "inprocess"))["unchanged"] == "2"
 
 
