@@ -42,13 +42,19 @@ def _isolated_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def searcher(tmp_path_factory):
-    """A Searcher over the small real index of media_fixtures' memes, built once per test run."""
+def media_index(tmp_path_factory) -> tuple[Path, Path]:
+    """(image folder, index folder) of the small real index of media_fixtures' memes, built once per test run."""
     import media_fixtures as media
+
+    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+
+
+@pytest.fixture(scope="session")
+def searcher(media_index):
+    """A Searcher over the small real index of media_fixtures' memes."""
     from memeindex.search import Searcher
 
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
-    s = Searcher(index_dir, Settings.from_env())
+    s = Searcher(media_index[1], Settings.from_env())
     yield s
     s.close()
 

@@ -22,8 +22,8 @@ CALL_TIMEOUT = 30  # seconds: a request that takes longer is a hang
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+def live(media_index):
+    _, index_dir = media_index
     with media.LiveServer(create_app(index_dir, Settings.from_env())) as server:
         yield server
 

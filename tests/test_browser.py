@@ -38,8 +38,8 @@ def browser_bins():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    _, index_dir = media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+def server(media_index):
+    _, index_dir = media_index
     with media.LiveServer(create_app(index_dir, Settings.from_env())) as live:
         yield live
 

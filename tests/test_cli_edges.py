@@ -25,8 +25,8 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")[1]
+def index(media_index):
+    return media_index[1]
 
 
 def test_missing_query_file_and_non_image_have_their_own_exit_codes(tmp_path, index):

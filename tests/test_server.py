@@ -25,8 +25,8 @@ ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+def index(media_index):
+    return media_index
 
 
 @pytest.fixture(scope="module")

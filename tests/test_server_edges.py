@@ -23,8 +23,8 @@ FIFTY_MB = 50 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")
+def index(media_index):
+    return media_index
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from click.testing import CliRunner
 
-import media_fixtures as media
-from memeindex.cli import main
 from memeindex.errors import BadSetting
 from memeindex.settings import Settings
 
-
-def run(*args, env=None):
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+from test_cli import run
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    return media.built_index(tmp_path_factory.getbasetemp() / "memeindex-media")[1]
+def index(media_index):
+    return media_index[1]
 
 
 def test_an_unknown_embedder_is_a_usage_error_naming_the_choices(tmp_path, index, grace_path):

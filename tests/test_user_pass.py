@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +9,8 @@ import pytest
 from memeindex.errors import RootMissing
 from memeindex.generation import IndexDir
 
-from test_cli import run, save, summary
-
-
-@pytest.fixture
-def two(tmp_path, grace_rgb):
-    root = tmp_path / "memes"
-    save(grace_rgb, root / "grace.jpg", quality=90)
-    save(np.full((120, 160, 3), 200, np.uint8), root / "wall.png")
-    return root
+from test_build_hardening import two  # noqa: F401 (a fixture: grace.jpg and a faceless wall.png)
+from test_cli import run, summary
 
 
 @pytest.mark.parametrize("how", ["removed", "emptied", "share emptied"])
