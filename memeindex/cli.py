@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -35,6 +36,20 @@ INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), en
                      help="Index folder (default: $MEMEINDEX_INDEX, else ~/.local/share/memeindex/default, the "
                           "same from any folder).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+class PositiveSeconds(click.FloatRange):
+    """A number of seconds above 0 that is a number: FloatRange lets nan through (every comparison with it is
+    false) and inf too, which a network attempt cannot wait."""
+
+    def __init__(self):
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
 
 
 class _TqdmHandler(logging.Handler):
@@ -250,7 +265,7 @@ def models():
 @models.command("fetch")
 @click.option("--models-dir", type=click.Path(path_type=Path), envvar="MEMEINDEX_MODELS", cls=EnvOption,
               help="Where models live (default: models/ of the checkout).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+@click.option("--timeout", type=PositiveSeconds(), default=20.0, show_default=True,
               help="Seconds per network attempt.")
 @JSON
 def models_fetch(models_dir, timeout, as_json):
@@ -448,19 +463,26 @@ def format_video(segments) -> str:
     return "\n".join(lines)
 
 
+def _three_decimals(value: float) -> str:
+    """A figure of the eval table: a distance of -1e-7 (float noise) reads 0.000, not -0.000."""
+    return f"{round(value, 3) + 0.0:.3f}"  # -0.0 + 0.0 is 0.0
+
+
 def format_eval(result: dict) -> str:
     """The figures of `evaluate.evaluate` as a table, one column per model."""
     models = list(result["models"])
-    rows = [("faces found", lambda m: f"{m['faces']} in {m['images']}/{result['images']} images")]
+    images = f"image{'' if result['images'] == 1 else 's'}"
+    rows = [("faces found", lambda m: f"{m['faces']} in {m['images']}/{result['images']} {images}")]
 
-    def num(key, fmt="{:.3f}"):
-        return lambda m: "-" if m.get(key) is None else fmt.format(m[key])
+    def num(key):
+        return lambda m: "-" if m.get(key) is None else _three_decimals(m[key])
 
     rows += [("P@1 (cross-identity)", num("P@1")), ("P@3 (cross-identity)", num("P@3")),
              ("mAP (cross-identity)", num("mAP"))]
     if any(m.get("triplet") is not None for m in result["models"].values()):
         rows.append(("triplet (raters, chance 0.333)",
-                     lambda m: "-" if m.get("triplet") is None else f"{m['triplet']:.3f} of {m['triplets']}"))
+                     lambda m: "-" if m.get("triplet") is None
+                     else f"{_three_decimals(m['triplet'])} of {m['triplets']}"))
     if any("identity" in m for m in result["models"].values()):
         rows.append(("identity-blind (1 = ideal)", num("identity")))
         rows.append(("  d same expr / other person", num("d_same_expr_other_person")))
@@ -468,7 +490,7 @@ def format_eval(result: dict) -> str:
     cells = [[name] + [fn(result["models"][m]) for m in models] for name, fn in rows]
     header = ["", *models]
     widths = [max(len(str(r[c])) for r in [header, *cells]) for c in range(len(header))]
-    lines = [f"{result['dataset']}: {result['images']} images"]
+    lines = [f"{result['dataset']}: {result['images']} {images}"]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     for r in cells:
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())

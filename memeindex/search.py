@@ -30,6 +30,8 @@ MEME_ID = re.compile(r"^[0-9a-f]{16}$")
 # The other files of a match's template listed in the result (`variants`); `variants_total` counts them all. A
 # template copied thousands of times would otherwise put every copy in every match of every answer.
 VARIANTS_LISTED = 20
+# What to try when a query shows no face: the end of NoFace's message for a photo and for a video alike.
+NO_FACE_HINT = "try a closer, well-lit, front-facing photo"
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,7 @@ class Searcher:
     def search(self, source, k: int = 3, face: int | None = None) -> QueryResult:
         faces = self.analyzer.first_faces(source)  # an animated query: its first sampled frame with faces
         if not faces:
-            raise NoFace("no face found in the image: try a closer, well-lit, front-facing photo")
+            raise NoFace(f"no face found in the image: {NO_FACE_HINT}")
         index = face or 0
         if not 0 <= index < len(faces):
             raise NoFace(f"the query image has {len(faces)} face(s); there is no face {index + 1}")

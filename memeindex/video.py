@@ -173,7 +173,7 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
     """Segments of the main face's expression in a video, each with its top-k memes. Raises NoFace, NotAnImage.
     `settings` opens the Searcher when no `searcher` is given (the CLI passes its own); like `search.query`, the
     video query is an entry point, so without either it reads the environment."""
-    from .search import Searcher
+    from .search import NO_FACE_HINT, Searcher
 
     own = searcher is None
     searcher = searcher or Searcher(index_dir, settings or Settings.from_env())
@@ -190,7 +190,7 @@ def query_video(path: str | Path, index_dir: str | Path | None = None, k: int = 
                                    blendshapes=np.asarray(face.blendshapes, np.float32)))
             previous, last_seen = face.box, t
         if not samples:
-            raise NoFace(f"no face found in any sampled frame of {shown_path(str(path))}")
+            raise NoFace(f"no face found in any sampled frame of {shown_path(str(path))}: {NO_FACE_HINT}")
         step = 1.0 / fps
         groups = merge_short(split(samples, breaks, change, gap), min_duration, change, step, gap)
         segments = []

@@ -109,10 +109,72 @@ def test_no_face_says_what_to_try_in_the_cli_as_in_the_api(tmp_path, two):
     assert cli.stderr.strip() == f"memeindex: error: {two / 'wall.png'}: {api.json()['detail']}"
 
 
-@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_a_video_without_a_face_says_what_to_try_as_a_photo_does(tmp_path, media_index, two):
+    """A clip in which no sampled frame shows a face said 'no face found in any sampled frame of clip.mp4' and
+    stopped; a photo without one says what to try. Both end with the library's one hint."""
+    import media_fixtures as media
+    from memeindex.errors import NoFace
+    from memeindex.search import NO_FACE_HINT
+
+    clip = media.write_mp4(tmp_path / "clip.mp4", [(np.full((360, 480, 3), 30, np.uint8), 1.0)])
+    video = run("query", clip, "--index", media_index[1])
+    photo = run("query", two / "wall.png", "--index", media_index[1])
+    assert video.exit_code == photo.exit_code == NoFace.exit_code, video.output
+    assert "front-facing" in video.stderr and video.stderr.rstrip().endswith(NO_FACE_HINT)
+    assert photo.stderr.rstrip().endswith(NO_FACE_HINT)
+
+
+def test_a_memes_file_goes_out_with_the_type_of_its_bytes(tmp_path, grace_path):
+    """A JPEG saved under a .gif name (a renamed download) went out as image/gif, the type guessed from its name;
+    with the service's nosniff a browser takes the header at its word."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from memeindex.server import create_app
+    from memeindex.settings import Settings
+
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    (memes / "grace.gif").write_bytes(grace_path.read_bytes())
+    index = tmp_path / "index"
+    assert run("build", memes, "--index", index, "--backend", "inprocess").exit_code == 0
+    with TestClient(create_app(index, Settings.from_env())) as client:
+        found = client.post("/api/search", files={"image": ("q.jpg", grace_path.read_bytes(), "image/jpeg")})
+        served = client.get(found.json()["matches"][0]["image_url"])
+    assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+    assert served.content == grace_path.read_bytes()
+
+
+def test_eval_says_1_image_and_gives_every_figure_to_3_decimals(tmp_path, grace_path, astronaut_rgb):
+    """`memeindex eval` on a one-row dataset said '1 images' and 'in 1/1 images'; and a distance that is float noise
+    below 0 (expression-v1 on a face and its copy) read -0.000 beside 0.000. --json keeps every figure whole."""
+    import re
+
+    from PIL import Image
+
+    (tmp_path / "g.jpg").write_bytes(grace_path.read_bytes())
+    Image.fromarray(astronaut_rgb).save(tmp_path / "a.png")
+    (tmp_path / "index.csv").write_text("path,label,subject\ng.jpg,neutral,grace\n")
+    one = run("eval", tmp_path, "--embedder", "baseline")
+    assert one.exit_code == 0, one.output
+    assert one.stdout.splitlines()[0] == f"{tmp_path}: 1 image"
+    assert "1 in 1/1 image" in one.stdout and "images" not in one.stdout
+    (tmp_path / "index.csv").write_text("path,label,subject\ng.jpg,neutral,grace\na.png,happy,eileen\n"
+                                        "g.jpg,happy,grace\na.png,neutral,eileen\n")
+    text = run("eval", tmp_path)
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[0] == f"{tmp_path}: 4 images" and "4 in 4/4 images" in text.stdout
+    figures = re.findall(r"-?\d+\.\d+", text.stdout)
+    assert figures and all(re.fullmatch(r"\d\.\d{3}", f) for f in figures), figures
+    whole = json.loads(run("eval", tmp_path, "--json").stdout)
+    assert any(round(v, 3) != v for m in whole["models"].values() for v in m.values() if isinstance(v, float))
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
 def test_models_fetch_refuses_a_timeout_that_is_not_positive(tmp_path, timeout):
     """`models fetch --timeout -1` went on to the network and failed there, exit 3 with pip's 'timed out after -4.0
-    seconds' in the message; a bad command line is exit 2 and names the option, before any fetch."""
+    seconds' in the message; a bad command line is exit 2 and names the option, before any fetch. nan and inf passed
+    click's FloatRange (nan compares false with its bound)."""
     result = run("models", "fetch", "--models-dir", tmp_path / "models", "--timeout", timeout)
     assert result.exit_code == 2, result.output
     assert "'--timeout'" in result.output and not (tmp_path / "models").exists()

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ImageTooLarge, NoFace, NotAnImage
-from ..formats import HEAD_BYTES, sniff_video
+from ..formats import HEAD_BYTES, sniff, sniff_video
 from ..generation import shown_path
 from .thumbs import MAX_SIZE, MIN_SIZE
 
@@ -126,12 +126,24 @@ def _file(request: Request, meme_id: str):
     return path
 
 
+def _media_type(path) -> str:
+    """The type of the format the file's first bytes show (a JPEG named .gif is image/jpeg: nosniff makes a browser
+    believe the header), by its name only when they show none (a format without a signature)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:  # FileResponse says what became of the file
+        head = b""
+    ext = sniff(head)
+    return mimetypes.guess_type(f"meme.{ext}" if ext else path.name)[0] or "application/octet-stream"
+
+
 @router.head("/api/memes/{meme_id}", include_in_schema=False)
 @router.get("/api/memes/{meme_id}", summary="The indexed image file of a meme, by id only",
             response_class=FileResponse)
 def meme_file(request: Request, meme_id: str):
     path = _file(request, meme_id)
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    media_type = _media_type(path)
     if not media_type.startswith("image/") or media_type == "image/svg+xml":
         media_type = "application/octet-stream"
     return FileResponse(path, media_type=media_type, headers=IMMUTABLE, content_disposition_type="inline")
