@@ -69,15 +69,19 @@ def looks_like_video(head: bytes, name: str) -> bool:
     return sniff(head) is None and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
+def read_head(path: str | os.PathLike) -> bytes:
+    """The first HEAD_BYTES of the file at `path`, for the sniffers above; empty when it cannot be read or is not a
+    regular file (opening a FIFO nobody writes to waits for ever)."""
+    if not os.path.isfile(path):
+        return b""
+    try:
+        with open(path, "rb") as f:
+            return f.read(HEAD_BYTES)
+    except OSError:
+        return b""
+
+
 def is_video(path: str | os.PathLike) -> bool:
-    """Whether the file at `path` is a video (looks_like_video of its first bytes); one that cannot be read is judged
-    by its extension alone (the query then says why it cannot read it), and so is anything but a regular file (opening
-    a FIFO nobody writes to waits for ever)."""
-    head = b""
-    if os.path.isfile(path):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(HEAD_BYTES)
-        except OSError:
-            pass
-    return looks_like_video(head, os.fspath(path))
+    """Whether the file at `path` is a video (looks_like_video of its first bytes); one that cannot be read, or is
+    not a regular file, is judged by its extension alone (the query then says why it cannot read it)."""
+    return looks_like_video(read_head(path), os.fspath(path))

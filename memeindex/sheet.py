@@ -47,7 +47,8 @@ def _picture(source, frame: int, hard_max_pixels: int):
     if isinstance(source, np.ndarray):
         return Image.fromarray(np.ascontiguousarray(source[..., :3], dtype=np.uint8)), 1.0
     try:
-        chosen = next(frames(source, hard_max_pixels=hard_max_pixels, only=frame))  # the frame the face is in (the first when there is none such)
+        # the frame the face is in (the first when there is none such)
+        chosen = next(frames(source, hard_max_pixels=hard_max_pixels, only=frame))
     except FileMissing as exc:  # its message names the file
         log.warning("contact sheet: cannot read %s", exc)
         return None

@@ -17,6 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _truthy(text: str) -> bool:
+    """A bool option's value on the command line: bool("false") would be True."""
+    return text.lower() in ("1", "true", "yes")
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,10 +39,10 @@ def main(argv=None) -> None:
         value = getattr(defaults, f.name)
         if isinstance(value, tuple):
             kind = type(value[0]) if value else str
-            kind = (lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind
+            kind = _truthy if kind is bool else kind
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, nargs="+", default=value)
         elif isinstance(value, bool):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=_truthy,
                             default=value, metavar="true|false")
         else:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)

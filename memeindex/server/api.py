@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ImageTooLarge, NoFace, NotAnImage
-from ..formats import HEAD_BYTES, sniff, sniff_video
+from ..formats import HEAD_BYTES, read_head, sniff, sniff_video
 from ..generation import shown_path
 from .thumbs import MAX_SIZE, MIN_SIZE
 
@@ -128,13 +128,9 @@ def _file(request: Request, meme_id: str):
 
 def _media_type(path) -> str:
     """The type of the format the file's first bytes show (a JPEG named .gif is image/jpeg: nosniff makes a browser
-    believe the header), by its name only when they show none (a format without a signature)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-    except OSError:  # FileResponse says what became of the file
-        head = b""
-    ext = sniff(head)
+    believe the header), by its name only when they show none (a format without a signature, or a file that went:
+    FileResponse says what became of it)."""
+    ext = sniff(read_head(path))
     return mimetypes.guess_type(f"meme.{ext}" if ext else path.name)[0] or "application/octet-stream"
 
 
